@@ -1,0 +1,143 @@
+"""EarlyStopping: stop training when a monitored metric stops improving."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from fulmen.callbacks.monitor import MonitorCallback
+from fulmen.errors import MisconfigurationException
+
+
+class EarlyStopping(MonitorCallback):
+    """Set `trainer.should_stop` once `monitor` has not improved by `min_delta` for `patience` checks.
+
+    Checks run at the end of each training epoch (after its validation), or after each validation
+    run when validation happens more or less often than once per epoch.
+
+    Example:
+        >>> EarlyStopping(monitor="val_loss", patience=3, mode="min")  # doctest: +ELLIPSIS
+        <...EarlyStopping object at ...>
+    """
+
+    def __init__(
+        self,
+        monitor: str,
+        min_delta: float = 0.0,
+        patience: int = 3,
+        verbose: bool = False,
+        mode: str = "min",
+        strict: bool = True,
+        check_finite: bool = True,
+        stopping_threshold: float | None = None,
+        divergence_threshold: float | None = None,
+        check_on_train_epoch_end: bool | None = None,
+        log_rank_zero_only: bool = False,
+    ):
+        super().__init__(monitor, mode, strict)
+        if monitor is None:
+            raise MisconfigurationException(
+                "EarlyStopping needs a metric to watch. Received: monitor=None. Fix: EarlyStopping(monitor='val_loss')."
+            )
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+            raise MisconfigurationException(
+                f"EarlyStopping: `patience` must be an int >= 0. Received: patience={patience!r}. Fix: e.g. patience=3."
+            )
+        if not isinstance(min_delta, (int, float)) or isinstance(min_delta, bool):
+            raise MisconfigurationException(
+                f"EarlyStopping: `min_delta` must be a number. Received: min_delta={min_delta!r}. Fix: e.g. min_delta=0.001."
+            )
+        self.min_delta = abs(float(min_delta))
+        self.patience = patience
+        self.verbose = verbose
+        self.check_finite = check_finite
+        self.stopping_threshold = stopping_threshold
+        self.divergence_threshold = divergence_threshold
+        self._check_on_train_epoch_end = check_on_train_epoch_end
+        self.log_rank_zero_only = log_rank_zero_only
+        self.wait_count = 0
+        self.stopped_epoch = 0
+        self.best_score = self.worst_value
+        self.stopping_reason_message: str | None = None
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(monitor=self.monitor, mode=self.mode)
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if self._check_on_train_epoch_end is None:
+            # Validation runs just before the end of every epoch: check there, after it.
+            self._check_on_train_epoch_end = trainer.val_check_interval == 1.0 and trainer.check_val_every_n_epoch == 1
+
+    def _should_skip(self, trainer: Any) -> bool:
+        return bool(trainer.fast_dev_run) or trainer.sanity_checking or trainer.state.fn != "fit"
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        if self._check_on_train_epoch_end and not self._should_skip(trainer):
+            self._check(trainer)
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        if not self._check_on_train_epoch_end and not self._should_skip(trainer):
+            self._check(trainer)
+
+    def _check(self, trainer: Any) -> None:
+        current = self.monitored_value(trainer)
+        if current is None:
+            return
+        should_stop, reason = self._evaluate(current)
+        trainer.should_stop = trainer.should_stop or should_stop
+        if should_stop:
+            self.stopped_epoch = trainer.current_epoch
+            self.stopping_reason_message = reason
+        if reason and self.verbose:
+            print(reason)
+
+    def _evaluate(self, current: torch.Tensor) -> tuple[bool, str | None]:
+        name = self.monitor
+        if self.check_finite and not torch.isfinite(current):
+            return True, (
+                f"Monitored metric {name} = {current.item()} is not finite. "
+                f"Previous best value was {self.best_score.item():.3f}. Signaling Trainer to stop."
+            )
+        if self.stopping_threshold is not None and self.better(current, torch.tensor(float(self.stopping_threshold))):
+            return True, (
+                f"Stopping threshold reached: {name} = {current.item()} "
+                f"{'<' if self.mode == 'min' else '>'} {self.stopping_threshold}. Signaling Trainer to stop."
+            )
+        if self.divergence_threshold is not None and self.better(
+            torch.tensor(float(self.divergence_threshold)), current
+        ):
+            return True, (
+                f"Divergence threshold reached: {name} = {current.item()} "
+                f"{'>' if self.mode == 'min' else '<'} {self.divergence_threshold}. Signaling Trainer to stop."
+            )
+        delta = -self.min_delta if self.mode == "min" else self.min_delta
+        if self.better(current - delta, self.best_score.to(current)):
+            previous = self.best_score
+            self.best_score, self.wait_count = current, 0
+            if torch.isfinite(previous):
+                return False, f"Metric {name} improved by {abs(previous - current).item():.3f} >= min_delta = " \
+                              f"{self.min_delta}. New best score: {current.item():.3f}"
+            return False, f"Metric {name} improved. New best score: {current.item():.3f}"
+        self.wait_count += 1
+        if self.wait_count >= self.patience:
+            return True, (
+                f"Monitored metric {name} did not improve in the last {self.wait_count} records. "
+                f"Best score: {self.best_score.item():.3f}. Signaling Trainer to stop."
+            )
+        return False, None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "wait_count": self.wait_count,
+            "stopped_epoch": self.stopped_epoch,
+            "best_score": self.best_score,
+            "patience": self.patience,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.wait_count = state_dict["wait_count"]
+        self.stopped_epoch = state_dict["stopped_epoch"]
+        self.best_score = torch.as_tensor(state_dict["best_score"], dtype=torch.float64)
+        self.patience = state_dict["patience"]

@@ -1,0 +1,316 @@
+"""ModelCheckpoint: save checkpoints during fit, keep the best k, and remember where they are.
+
+When to save: every `every_n_epochs` epochs (default 1), every `every_n_train_steps` optimizer
+steps, or every `train_time_interval`. What to keep: with `monitor`, the `save_top_k` best by
+that metric; without it, the latest (`save_top_k=1`) or all (`-1`). `save_last` also keeps
+`last.ckpt`. Files are written atomically, and an evicted top-k file is deleted only after the
+new one is in place.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fulmen.callbacks.monitor import MonitorCallback
+from fulmen.errors import MisconfigurationException, warn_once
+
+
+class ModelCheckpoint(MonitorCallback):
+    """Save checkpoints during fit (Lightning 2.x arguments and attributes).
+
+    Example:
+        >>> ModelCheckpoint(monitor="val_loss", filename="{epoch}-{val_loss:.2f}", save_top_k=3)  # doctest: +ELLIPSIS
+        <...ModelCheckpoint object at ...>
+    """
+
+    CHECKPOINT_JOIN_CHAR = "-"
+    CHECKPOINT_EQUALS_CHAR = "="
+    CHECKPOINT_NAME_LAST = "last"
+    FILE_EXTENSION = ".ckpt"
+    STARTING_VERSION = 1
+
+    def __init__(
+        self,
+        dirpath: str | Path | None = None,
+        filename: str | None = None,
+        monitor: str | None = None,
+        verbose: bool = False,
+        save_last: bool | str | None = None,
+        save_top_k: int = 1,
+        save_on_exception: bool = False,
+        save_weights_only: bool = False,
+        mode: str = "min",
+        auto_insert_metric_name: bool = True,
+        every_n_train_steps: int | None = None,
+        train_time_interval: dt.timedelta | None = None,
+        every_n_epochs: int | None = None,
+        save_on_train_epoch_end: bool | None = None,
+        enable_version_counter: bool = True,
+    ):
+        super().__init__(monitor, mode)
+        if isinstance(save_top_k, bool) or not isinstance(save_top_k, int) or save_top_k < -1:
+            raise MisconfigurationException(
+                f"ModelCheckpoint: `save_top_k` must be an int >= -1. Received: save_top_k={save_top_k!r}. "
+                "Fix: -1 keeps all, 0 none, k the best k."
+            )
+        if monitor is None and save_top_k not in (-1, 0, 1):
+            raise MisconfigurationException(
+                f"ModelCheckpoint(save_top_k={save_top_k}, monitor=None) cannot rank checkpoints without a metric. "
+                "Received: monitor=None. Fix: set monitor='val_loss' (or similar), or save_top_k in (-1, 0, 1)."
+            )
+        if save_last not in (None, True, False, "link"):
+            raise MisconfigurationException(
+                f"ModelCheckpoint: `save_last` must be True, False, 'link' or None. Received: save_last={save_last!r}."
+            )
+        for name, value in (("every_n_train_steps", every_n_train_steps), ("every_n_epochs", every_n_epochs)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise MisconfigurationException(
+                    f"ModelCheckpoint: `{name}` must be an int >= 0. Received: {name}={value!r}. Fix: e.g. {name}=1."
+                )
+        if train_time_interval is not None and not isinstance(train_time_interval, dt.timedelta):
+            raise MisconfigurationException(
+                "ModelCheckpoint: `train_time_interval` must be a datetime.timedelta. "
+                f"Received: {type(train_time_interval).__name__}. Fix: timedelta(minutes=30)."
+            )
+        triggers = sum(bool(v) for v in (every_n_train_steps, every_n_epochs, train_time_interval))
+        if triggers > 1:
+            raise MisconfigurationException(
+                "ModelCheckpoint: every_n_train_steps, every_n_epochs and train_time_interval are exclusive. "
+                f"Received: every_n_train_steps={every_n_train_steps}, every_n_epochs={every_n_epochs}, "
+                f"train_time_interval={train_time_interval}. Fix: set only one of them."
+            )
+        if triggers == 0 and every_n_train_steps is None and every_n_epochs is None:
+            every_n_epochs = 1
+        self.dirpath: str | None = str(dirpath) if dirpath is not None else None
+        self.filename = filename
+        self.verbose = verbose
+        self.save_last = save_last
+        self.save_top_k = save_top_k
+        self.save_on_exception = save_on_exception
+        self.save_weights_only = save_weights_only
+        self.auto_insert_metric_name = auto_insert_metric_name
+        self._every_n_train_steps = every_n_train_steps or 0
+        self._every_n_epochs = every_n_epochs or 0
+        self._train_time_interval = train_time_interval
+        self._save_on_train_epoch_end = save_on_train_epoch_end
+        self._enable_version_counter = enable_version_counter
+
+        self.best_k_models: dict[str, torch.Tensor] = {}
+        self.kth_best_model_path = ""
+        self.kth_value: torch.Tensor = self.worst_value
+        self.best_model_path = ""
+        self.best_model_score: torch.Tensor | None = None
+        self.current_score: torch.Tensor | None = None
+        self.last_model_path = ""
+        self._last_global_step_saved = -1
+        self._last_time_checked: float | None = None
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(
+            monitor=self.monitor, mode=self.mode, every_n_train_steps=self._every_n_train_steps,
+            every_n_epochs=self._every_n_epochs, train_time_interval=self._train_time_interval,
+        )
+
+    # --- where -------------------------------------------------------------------------------
+    def resolve_dirpath(self, trainer: Any) -> str:
+        """`dirpath`, or `<log_dir>/checkpoints` with a logger, or `<default_root_dir>/checkpoints`."""
+        if self.dirpath is not None:
+            return self.dirpath
+        base = trainer.loggers[0].log_dir if trainer.loggers else None
+        return os.path.join(str(base) if base is not None else trainer.default_root_dir, "checkpoints")
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        self.dirpath = self.resolve_dirpath(trainer)
+        if self._save_on_train_epoch_end is None:
+            trainer_val = trainer.check_val_every_n_epoch == 1 and trainer.val_check_interval == 1.0
+            self._save_on_train_epoch_end = trainer_val if stage == "fit" else None
+        if self._last_time_checked is None:
+            self._last_time_checked = time.monotonic()
+
+    # --- when --------------------------------------------------------------------------------
+    def _should_skip(self, trainer: Any) -> bool:
+        return (
+            bool(trainer.fast_dev_run)
+            or trainer.state.fn != "fit"
+            or trainer.sanity_checking
+            or self._last_global_step_saved == trainer.global_step
+        )
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._should_skip(trainer):
+            return
+        due = False
+        if self._every_n_train_steps:
+            due = trainer.global_step % self._every_n_train_steps == 0
+        elif self._train_time_interval is not None:
+            now = time.monotonic()
+            if now - (self._last_time_checked or now) >= self._train_time_interval.total_seconds():
+                due, self._last_time_checked = True, now
+        if due:
+            self._save(trainer)
+
+    def _epoch_due(self, trainer: Any) -> bool:
+        n = self._every_n_epochs
+        return n >= 1 and (trainer.current_epoch + 1) % n == 0
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        if self._save_on_train_epoch_end and not self._should_skip(trainer) and self._epoch_due(trainer):
+            self._save(trainer)
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        if not self._save_on_train_epoch_end and not self._should_skip(trainer) and self._epoch_due(trainer):
+            self._save(trainer)
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        if self.save_on_exception and trainer.state.fn == "fit" and trainer.lightning_module is not None:
+            path = os.path.join(self.dirpath or self.resolve_dirpath(trainer), f"exception-step={trainer.global_step}.ckpt")
+            trainer.save_checkpoint(path, self.save_weights_only)
+
+    # --- what ----------------------------------------------------------------------------------
+    def _candidates(self, trainer: Any) -> dict[str, Any]:
+        metrics = dict(trainer.callback_metrics)
+        metrics.setdefault("epoch", torch.tensor(trainer.current_epoch))
+        metrics.setdefault("step", torch.tensor(trainer.global_step))
+        return metrics
+
+    def _save(self, trainer: Any) -> None:
+        self._last_global_step_saved = trainer.global_step
+        metrics = self._candidates(trainer)
+        if self.save_top_k != 0:
+            if self.monitor is None:
+                self._save_latest(trainer, metrics)
+            else:
+                self._save_if_top_k(trainer, metrics)
+        if self.save_last:
+            self._save_last(trainer, metrics)
+
+    def _save_latest(self, trainer: Any, metrics: dict[str, Any]) -> None:
+        path = self._unique_path(self.format_checkpoint_name(metrics), self.best_model_path)
+        previous = self.best_model_path
+        self.best_model_path = path
+        self._write(trainer, path)
+        if self.save_top_k == 1 and previous and previous != path:
+            self._remove(previous)
+
+    def _save_if_top_k(self, trainer: Any, metrics: dict[str, Any]) -> None:
+        current = self.monitored_value(trainer)
+        if current is None:
+            return
+        if torch.isnan(current):
+            current = self.worst_value.to(current)  # a NaN never ranks above a real score
+        self.current_score = current
+        full = self.save_top_k != -1 and len(self.best_k_models) >= self.save_top_k
+        if full and not self.better(current, self.kth_value.to(current)):
+            if self.verbose:
+                print(f"Epoch {trainer.current_epoch}, step {trainer.global_step}: {self.monitor} was not in top {self.save_top_k}")
+            return
+        path = self._unique_path(self.format_checkpoint_name(metrics), "")
+        evicted = self.kth_best_model_path if full else ""
+        if evicted:
+            del self.best_k_models[evicted]
+        self.best_k_models[path] = current
+        self._update_rankings()
+        self._write(trainer, path)
+        if evicted and evicted != path:
+            self._remove(evicted)  # only now: the new checkpoint is safely on disk
+        if self.verbose:
+            print(f"Epoch {trainer.current_epoch}, step {trainer.global_step}: {self.monitor} reached "
+                  f"{current.item():.5f} (best {self.best_model_score.item():.5f}), saving model to {path!r}")
+
+    def _update_rankings(self) -> None:
+        ranked = sorted(self.best_k_models.items(), key=lambda kv: kv[1].item(), reverse=self.mode == "max")
+        self.best_model_path, self.best_model_score = ranked[0]
+        self.kth_best_model_path, self.kth_value = ranked[-1]
+
+    def _save_last(self, trainer: Any, metrics: dict[str, Any]) -> None:
+        name = self.format_checkpoint_name(metrics, self.CHECKPOINT_NAME_LAST)
+        path = self._unique_path(name, self.last_model_path)
+        previous, self.last_model_path = self.last_model_path, path
+        if self.save_last == "link" and self.best_model_path and Path(self.best_model_path).is_file():
+            tmp = f"{path}.tmp-link"
+            Path(tmp).unlink(missing_ok=True)
+            os.symlink(os.path.relpath(self.best_model_path, os.path.dirname(path)), tmp)
+            os.replace(tmp, path)
+        else:
+            self._write(trainer, path)
+        if previous and previous != path and previous not in self.best_k_models and previous != self.best_model_path:
+            self._remove(previous)
+
+    def _write(self, trainer: Any, path: str) -> None:
+        trainer.save_checkpoint(path, self.save_weights_only)
+
+    @staticmethod
+    def _remove(path: str) -> None:
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+
+    def _unique_path(self, path: str, allowed_existing: str) -> str:
+        """`path`, or `path` with -v1, -v2... when a file of another run already has that name."""
+        if not self._enable_version_counter:
+            return path
+        stem, version = path[: -len(self.FILE_EXTENSION)], self.STARTING_VERSION
+        while os.path.exists(path) and path != allowed_existing and path not in self.best_k_models:
+            path = f"{stem}{self.CHECKPOINT_JOIN_CHAR}v{version}{self.FILE_EXTENSION}"
+            version += 1
+        return path
+
+    def format_checkpoint_name(self, metrics: dict[str, Any], filename: str | None = None) -> str:
+        """The checkpoint path for `metrics`, e.g. "{epoch}-{val_loss:.2f}" → "epoch=3-val_loss=0.12.ckpt"."""
+        template = filename or self.filename or "{epoch}" + self.CHECKPOINT_JOIN_CHAR + "{step}"
+        name = self._fill_template(template, metrics)
+        return os.path.join(self.dirpath or "", name + self.FILE_EXTENSION)
+
+    def _fill_template(self, template: str, metrics: dict[str, Any]) -> str:
+        values: dict[str, Any] = {}
+        fields = re.findall(r"\{([^{}:]+)(?::[^{}]*)?\}", template)
+        for i, field in enumerate(fields):
+            key = f"_m{i}"  # metric names may hold characters str.format treats specially ('/', '.')
+            if self.auto_insert_metric_name:
+                template = template.replace("{" + field, field + self.CHECKPOINT_EQUALS_CHAR + "{" + key, 1)
+            else:
+                template = template.replace("{" + field, "{" + key, 1)
+            if field not in metrics:
+                warn_once(f"ModelCheckpoint filename uses {field!r}, which was not logged; 0 is used in its place.")
+            value = metrics.get(field, 0)
+            values[key] = value.item() if isinstance(value, torch.Tensor) else value
+        return template.format(**values)
+
+    # --- state -------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "monitor": self.monitor,
+            "best_model_score": self.best_model_score,
+            "best_model_path": self.best_model_path,
+            "current_score": self.current_score,
+            "dirpath": self.dirpath,
+            "best_k_models": dict(self.best_k_models),
+            "kth_best_model_path": self.kth_best_model_path,
+            "kth_value": self.kth_value,
+            "last_model_path": self.last_model_path,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("dirpath") not in (None, self.dirpath) and self.dirpath is not None:
+            warn_once(
+                f"ModelCheckpoint resumed into a different dirpath ({self.dirpath!r}, was {state_dict['dirpath']!r}): "
+                "only its best score is restored, not the file list."
+            )
+            self.best_model_score = state_dict.get("best_model_score")
+            return
+        self.best_model_score = state_dict.get("best_model_score")
+        self.best_model_path = state_dict.get("best_model_path", "")
+        self.current_score = state_dict.get("current_score")
+        self.best_k_models = dict(state_dict.get("best_k_models", {}))
+        self.kth_best_model_path = state_dict.get("kth_best_model_path", "")
+        self.kth_value = torch.as_tensor(state_dict.get("kth_value", self.worst_value))
+        self.last_model_path = state_dict.get("last_model_path", "")

@@ -1,0 +1,169 @@
+"""Batches and dataloaders: moving nested batches to a device, finding the batch size,
+counting and limiting batches, and rebuilding a DataLoader with another sampler.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, Sampler
+
+from fulmen.errors import MisconfigurationException, warn_once
+
+
+def apply_to_tensors(data: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
+    """Apply `fn` to every tensor nested in tuples, lists, dicts, namedtuples and dataclasses."""
+    if isinstance(data, torch.Tensor):
+        return fn(data)
+    if isinstance(data, Mapping):
+        return type(data)({k: apply_to_tensors(v, fn) for k, v in data.items()})  # type: ignore[call-arg]
+    if isinstance(data, tuple) and hasattr(data, "_fields"):  # namedtuple
+        return type(data)(*(apply_to_tensors(v, fn) for v in data))
+    if isinstance(data, (list, tuple)):
+        return type(data)(apply_to_tensors(v, fn) for v in data)
+    if dataclasses.is_dataclass(data) and not isinstance(data, type):
+        changes = {f.name: apply_to_tensors(getattr(data, f.name), fn) for f in dataclasses.fields(data) if f.init}
+        return dataclasses.replace(data, **changes)
+    if hasattr(data, "to") and callable(data.to) and not isinstance(data, torch.nn.Module):
+        # objects that know how to move themselves, e.g. a custom batch class
+        return fn(data)
+    return data
+
+
+def move_to_device(batch: Any, device: torch.device) -> Any:
+    """Move every tensor in `batch` to `device`.
+
+    The copy is asynchronous (`non_blocking`) for CUDA targets: it overlaps with host work
+    and is ordered before any kernel that uses the tensor on the same stream.
+    """
+    non_blocking = device.type == "cuda"
+
+    def move(t: Any) -> Any:
+        if isinstance(t, torch.Tensor):
+            return t.to(device, non_blocking=non_blocking)
+        return t.to(device)  # a user type with its own `to`
+
+    return apply_to_tensors(batch, move)
+
+
+def extract_batch_size(batch: Any) -> int:
+    """The length of the first dimension of the first tensor found in `batch`."""
+    found: list[int] = []
+
+    def visit(t: Any) -> Any:
+        if not found and isinstance(t, torch.Tensor):
+            found.append(1 if t.ndim == 0 else t.shape[0])
+        return t
+
+    apply_to_tensors(batch, visit)
+    if not found:
+        warn_once(
+            "Could not infer the batch size for self.log (no tensor in the batch); using 1. "
+            "Fix: pass self.log(..., batch_size=N)."
+        )
+        return 1
+    return found[0]
+
+
+def has_len(loader: Any) -> bool:
+    if isinstance(loader, DataLoader) and isinstance(loader.dataset, IterableDataset):
+        try:
+            len(loader)
+        except TypeError:
+            return False
+        return True
+    try:
+        len(loader)
+    except (TypeError, NotImplementedError):
+        return False
+    return True
+
+
+def check_limit(name: str, value: int | float | None) -> int | float:
+    """Validate a `limit_*_batches`-style argument: an int count or a fraction in [0, 1]."""
+    if value is None:
+        return 1.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise MisconfigurationException(
+            f"`{name}` must be an int (number of batches) or a float in [0.0, 1.0] (fraction). "
+            f"Received: {name}={value!r}. Fix: e.g. {name}=10 or {name}=0.25."
+        )
+    if isinstance(value, float) and not 0.0 <= value <= 1.0:
+        raise MisconfigurationException(
+            f"`{name}` as a float is a fraction of the batches and must be in [0.0, 1.0]. "
+            f"Received: {name}={value!r}. Fix: pass a fraction, or an int number of batches."
+        )
+    if value < 0:
+        raise MisconfigurationException(
+            f"`{name}` must not be negative. Received: {name}={value!r}. Fix: pass 0 or more."
+        )
+    # Lightning treats 1.0 as "all batches" and 1 as "one batch"; so do we.
+    return value
+
+
+def num_batches(loader: Any, limit: int | float) -> int | float:
+    """How many batches of `loader` a loop will run under `limit` (inf when unknown)."""
+    if isinstance(limit, int):
+        return min(limit, len(loader)) if has_len(loader) else limit
+    if not has_len(loader):
+        return float("inf") if limit > 0 else 0
+    total = len(loader)
+    if limit == 1.0:
+        return total
+    n = int(total * limit)
+    if limit > 0 and n == 0:
+        raise MisconfigurationException(
+            f"A fraction of {limit} of {total} batches is less than one batch. "
+            f"Received: limit={limit}. Fix: use a larger fraction or an int number of batches."
+        )
+    return n
+
+
+def with_sampler(loader: DataLoader, sampler: Sampler) -> DataLoader:
+    """A copy of `loader` that draws indices from `sampler` (everything else unchanged)."""
+    return DataLoader(
+        loader.dataset,
+        batch_size=loader.batch_size,
+        sampler=sampler,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+        drop_last=loader.drop_last,
+        timeout=loader.timeout,
+        worker_init_fn=loader.worker_init_fn,
+        generator=loader.generator,
+        persistent_workers=loader.persistent_workers,
+        prefetch_factor=loader.prefetch_factor if loader.num_workers > 0 else None,
+    )
+
+
+def as_loader_list(loaders: Any, name: str) -> list[Iterable]:
+    """Normalise `val_dataloaders`-style arguments to a list of iterables."""
+    if loaders is None:
+        return []
+    if isinstance(loaders, (list, tuple)) and not isinstance(loaders, torch.Tensor):
+        result = list(loaders)
+    else:
+        result = [loaders]
+    for i, loader in enumerate(result):
+        if not isinstance(loader, Iterable) or isinstance(loader, (str, bytes, torch.Tensor, Mapping)):
+            raise MisconfigurationException(
+                f"`{name}` must be a DataLoader (or any iterable of batches), or a list of them. "
+                f"Received: {name}[{i}] of type {type(loader).__name__}. "
+                "Fix: wrap your dataset: DataLoader(dataset, batch_size=...)."
+            )
+    return result
+
+
+def set_sampler_epoch(loader: Any, epoch: int) -> None:
+    """Call `set_epoch` on the loader's samplers (e.g. DistributedSampler) so each epoch reshuffles."""
+    for obj in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
+        if obj is not None and callable(getattr(obj, "set_epoch", None)):
+            obj.set_epoch(epoch)
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    inner = getattr(batch_sampler, "sampler", None)
+    if inner is not None and callable(getattr(inner, "set_epoch", None)):
+        inner.set_epoch(epoch)

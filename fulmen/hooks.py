@@ -1,0 +1,89 @@
+"""Hook dispatch: which callbacks and module methods run for each event, decided once.
+
+At setup the Trainer builds a `HookDispatch`. It looks up, for every callback event, the
+callbacks that override it, so an event that nobody overrides is a loop over an empty tuple.
+Module hooks with a no-op default are skipped the same way. An unknown hook name raises
+`KeyError` instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fulmen.callbacks.callback import Callback
+
+if TYPE_CHECKING:
+    from fulmen.module import LightningModule
+    from fulmen.trainer import Trainer
+
+CALLBACK_HOOKS = tuple(
+    name
+    for name, value in vars(Callback).items()
+    if callable(value) and (name.startswith("on_") or name in ("setup", "teardown"))
+)
+
+
+def is_overridden(name: str, instance: object, parent: type) -> bool:
+    """True when `instance`'s class defines `name` differently from `parent`."""
+    method = getattr(type(instance), name, None)
+    return method is not None and method is not getattr(parent, name, None)
+
+
+def is_monitoring(callback: Callback) -> bool:
+    """Checkpointing and early stopping act on epoch-end metrics, so they run after the module."""
+    from fulmen.callbacks.early_stopping import EarlyStopping
+    from fulmen.callbacks.model_checkpoint import ModelCheckpoint
+
+    return isinstance(callback, (EarlyStopping, ModelCheckpoint))
+
+
+class HookDispatch:
+    """Calls callback and module hooks in Lightning's order: callbacks first, then the module."""
+
+    def __init__(self, trainer: Trainer, module: LightningModule, callbacks: list[Callback]):
+        from fulmen.module import LightningModule
+
+        self.trainer = trainer
+        self.module = module
+        self._callbacks = {
+            name: tuple(getattr(cb, name) for cb in callbacks if is_overridden(name, cb, Callback))
+            for name in CALLBACK_HOOKS
+        }
+        # on_train_epoch_end is split: plain callbacks, then the module, then the monitors.
+        ends = self._callbacks["on_train_epoch_end"]
+        self._epoch_end_plain = tuple(f for f in ends if not is_monitoring(f.__self__))
+        self._epoch_end_monitors = tuple(f for f in ends if is_monitoring(f.__self__))
+        self._module_overrides = {
+            name for name in vars(LightningModule) if is_overridden(name, module, LightningModule)
+        }
+
+    def overridden(self, name: str) -> bool:
+        """Whether any callback or the module overrides hook `name`."""
+        return bool(self._callbacks.get(name)) or name in self._module_overrides
+
+    def module_overrides(self, name: str) -> bool:
+        return name in self._module_overrides
+
+    def callbacks(self, name: str, *args: Any) -> None:
+        for hook in self._callbacks[name]:
+            hook(self.trainer, self.module, *args)
+
+    def call_module(self, name: str, *args: Any) -> Any:
+        return getattr(self.module, name)(*args)
+
+    def both(self, name: str, *args: Any) -> None:
+        """Callbacks' `name`, then the module's `name` when it is overridden."""
+        for hook in self._callbacks[name]:
+            hook(self.trainer, self.module, *args)
+        if name in self._module_overrides:
+            getattr(self.module, name)(*args)
+
+    def train_epoch_end(self) -> None:
+        for hook in self._epoch_end_plain:
+            hook(self.trainer, self.module)
+        if "on_train_epoch_end" in self._module_overrides:
+            self.module.on_train_epoch_end()
+
+    def train_epoch_end_monitors(self) -> None:
+        for hook in self._epoch_end_monitors:
+            hook(self.trainer, self.module)

@@ -1,0 +1,182 @@
+"""What `self.log` stores, and how it is reduced, without a host sync per step.
+
+Each loop run (one training epoch, one evaluation run) gets a `Results`. Logged values stay
+device tensors: a step value is kept by reference, an epoch value is a running sum (weighted by
+batch size for "mean") or a running max/min, all computed on the device. Values become Python
+numbers only where someone reads them: a logger write every `log_every_n_steps`, a progress-bar
+refresh, or a callback reading `trainer.callback_metrics` at epoch end.
+
+Naming follows Lightning: a value logged with both `on_step` and `on_epoch` appears as
+`name_step` and `name_epoch` (and as `name` in `callback_metrics`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from fulmen.errors import MisconfigurationException
+
+_REDUCTIONS = {"mean": "mean", "avg": "mean", "sum": "sum", "max": "max", "min": "min"}
+_TORCH_REDUCTIONS = {torch.mean: "mean", torch.sum: "sum", torch.max: "max", torch.min: "min"}
+
+
+def parse_reduce_fx(name: str, reduce_fx: Any) -> str:
+    if isinstance(reduce_fx, str) and reduce_fx.lower() in _REDUCTIONS:
+        return _REDUCTIONS[reduce_fx.lower()]
+    if reduce_fx in _TORCH_REDUCTIONS:
+        return _TORCH_REDUCTIONS[reduce_fx]
+    raise MisconfigurationException(
+        f"self.log({name!r}, ...) got an unsupported reduce_fx. Received: reduce_fx={reduce_fx!r}. "
+        "Fix: use 'mean', 'sum', 'max' or 'min' (or torch.mean/sum/max/min)."
+    )
+
+
+class LoggedValue:
+    """One logged name within a loop run: its options, last step value and epoch accumulator."""
+
+    __slots__ = ("on_step", "on_epoch", "prog_bar", "logger", "reduce_fx", "sync_dist",
+                 "step_value", "total", "weight", "updated_at")
+
+    def __init__(self, on_step: bool, on_epoch: bool, prog_bar: bool, logger: bool,
+                 reduce_fx: str, sync_dist: bool):
+        self.on_step, self.on_epoch = on_step, on_epoch
+        self.prog_bar, self.logger = prog_bar, logger
+        self.reduce_fx, self.sync_dist = reduce_fx, sync_dist
+        self.step_value: torch.Tensor | None = None
+        self.total: torch.Tensor | None = None
+        self.weight = 0
+        self.updated_at = -1
+
+    def update(self, value: torch.Tensor, batch_size: int, batch_counter: int) -> None:
+        self.step_value = value
+        self.updated_at = batch_counter
+        if not self.on_epoch:
+            return
+        fx, total = self.reduce_fx, self.total
+        if fx == "mean":
+            weighted = value * batch_size
+            self.total = weighted if total is None else total + weighted
+            self.weight += batch_size
+        elif total is None:
+            self.total = value
+        elif fx == "sum":
+            self.total = total + value
+        elif fx == "max":
+            self.total = torch.maximum(total, value)
+        else:
+            self.total = torch.minimum(total, value)
+
+    def epoch_value(self) -> torch.Tensor:
+        assert self.total is not None
+        return self.total / self.weight if self.reduce_fx == "mean" else self.total
+
+
+class Results:
+    """Everything `self.log` received during one loop run."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, LoggedValue] = {}
+        self.batch_counter = 0
+        self.epoch_end_reached = False
+
+    def view(self, target: str, *, fresh_only: bool = False) -> dict[str, torch.Tensor]:
+        """The values visible to `target` ("callback", "prog_bar" or "logger") right now.
+
+        Step values are shown during the run; epoch values replace them once the end of the
+        run is reached. `fresh_only` keeps only step values logged in the current batch.
+        """
+        out: dict[str, torch.Tensor] = {}
+        for name, v in self.values.items():
+            if (target == "prog_bar" and not v.prog_bar) or (target == "logger" and not v.logger):
+                continue
+            forked = v.on_step and v.on_epoch
+            ended = self.epoch_end_reached
+            # Loggers get step values only during the run; others keep the latest one afterwards.
+            if v.on_step and v.step_value is not None and not (ended and target == "logger"):
+                if not (fresh_only and v.updated_at != self.batch_counter):
+                    out[f"{name}_step" if forked else name] = v.step_value
+                    if forked and target == "callback" and not ended:
+                        out[name] = v.step_value
+            if ended and v.on_epoch and v.total is not None:
+                value = v.epoch_value()
+                out[f"{name}_epoch" if forked else name] = value
+                if forked and target == "callback":
+                    out[name] = value
+        return out
+
+
+def to_float_dict(metrics: dict[str, Any]) -> dict[str, float]:
+    """Convert tensors to Python floats: one host sync per value. Call only at write points."""
+    return {k: (v.item() if isinstance(v, torch.Tensor) else float(v)) for k, v in metrics.items()}
+
+
+def log_value(
+    trainer: Any, name: str, value: Any, *, prog_bar: bool, logger: bool | None,
+    on_step: bool | None, on_epoch: bool | None, reduce_fx: Any, enable_graph: bool,
+    sync_dist: bool, add_dataloader_idx: bool, batch_size: int | None,
+) -> None:
+    """The body of `LightningModule.log`: check the call, then record the value."""
+    results: Results | None = trainer._results
+    if results is None:
+        raise MisconfigurationException(
+            f"self.log({name!r}, ...) was called outside a training, validation, test or predict "
+            "loop (e.g. in __init__, setup or configure_optimizers). "
+            "Fix: call self.log from *_step methods or on_*_epoch_end/on_*_batch_end hooks."
+        )
+    if not isinstance(name, str) or not name:
+        raise MisconfigurationException(
+            f"self.log needs a non-empty string name. Received: name={name!r}. Fix: self.log('train_loss', loss)."
+        )
+    value = _as_scalar_tensor(name, value, enable_graph)
+    in_step = trainer._in_batch and trainer.state.stage == "train"
+    on_step = in_step if on_step is None else on_step
+    on_epoch = (not in_step) if on_epoch is None else on_epoch
+    if on_step and not trainer._in_batch:
+        raise MisconfigurationException(
+            f"self.log({name!r}, on_step=True) was called outside a batch (in an epoch-level hook), "
+            "where there is no step to log at. Received: on_step=True. Fix: drop on_step or log from a *_step method."
+        )
+    if not (on_step or on_epoch):
+        raise MisconfigurationException(
+            f"self.log({name!r}, on_step=False, on_epoch=False) would log nothing. "
+            "Fix: set on_step=True and/or on_epoch=True."
+        )
+    if add_dataloader_idx and trainer._num_eval_loaders > 1 and trainer.state.stage != "train":
+        name = f"{name}/dataloader_idx_{trainer._dataloader_idx}"
+    fx = parse_reduce_fx(name, reduce_fx)
+    entry = results.values.get(name)
+    if entry is None:
+        entry = LoggedValue(on_step, on_epoch, prog_bar, True if logger is None else logger, fx, sync_dist)
+        results.values[name] = entry
+    elif (entry.on_step, entry.on_epoch, entry.reduce_fx) != (on_step, on_epoch, fx):
+        raise MisconfigurationException(
+            f"self.log({name!r}) was called twice in the same loop with different options. Received: "
+            f"first on_step={entry.on_step}, on_epoch={entry.on_epoch}, reduce_fx={entry.reduce_fx!r}; "
+            f"then on_step={on_step}, on_epoch={on_epoch}, reduce_fx={fx!r}. "
+            "Fix: log different quantities under different names."
+        )
+    if batch_size is None:
+        # Inferring the batch size touches only tensor shapes: no sync. Needed for weighted means.
+        batch_size = trainer._current_batch_size() if (on_epoch and fx == "mean") else 1
+    entry.update(value, batch_size, results.batch_counter)
+
+
+def _as_scalar_tensor(name: str, value: Any, enable_graph: bool) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise MisconfigurationException(
+                f"self.log({name!r}, value) needs a single number, but the tensor has shape "
+                f"{tuple(value.shape)}. Received: value of shape {tuple(value.shape)}. "
+                "Fix: reduce it first, e.g. value.mean(), or log elements under separate names."
+            )
+        value = value if enable_graph else value.detach()
+        return value.reshape(()) if value.ndim else value
+    if isinstance(value, (bool, int, float)):
+        return torch.tensor(float(value))
+    raise MisconfigurationException(
+        f"self.log({name!r}, value) needs a number or a one-element tensor. "
+        f"Received: value of type {type(value).__name__} ({value!r:.60}). "
+        "Fix: log a float or a scalar tensor, e.g. self.log(name, loss)."
+    )

@@ -1,0 +1,425 @@
+"""The loops, as plain functions: fit → epochs → batches, evaluation, and prediction.
+
+One training batch under automatic optimization, in Lightning's hook order:
+
+    on_train_batch_start
+    optimizer_step(closure)              # module hook; default: optimizer.step(closure)
+      closure: training_step → on_before_zero_grad → optimizer_zero_grad (first batch of an
+               accumulation window) → on_before_backward → backward → on_after_backward
+      → on_before_optimizer_step → configure_gradient_clipping → the real optimizer step
+    "step"-interval schedulers
+    on_train_batch_end
+    log to loggers every `log_every_n_steps`; validation when due
+
+At the end of an epoch: on_train_epoch_end (callbacks, then the module), epoch metrics to the
+loggers, "epoch"-interval schedulers, then the monitoring callbacks (ModelCheckpoint,
+EarlyStopping), so that a checkpoint saved there resumes at the next epoch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from fulmen.data import set_sampler_epoch
+from fulmen.errors import MisconfigurationException, warn_once
+from fulmen.logging import Results, to_float_dict
+from fulmen.optim import step_schedulers
+from fulmen.seed import isolate_rng
+from fulmen.state import RunningStage
+
+if TYPE_CHECKING:
+    from fulmen.trainer import Trainer
+
+_STOP_EPOCH = -1  # what on_train_batch_start returns to end the epoch early
+
+
+# ==========================================================================================
+# fit
+# ==========================================================================================
+def run_fit(trainer: Trainer) -> None:
+    hooks = trainer._hooks
+    hooks.both("on_fit_start")
+    if trainer._val_enabled and trainer.num_sanity_val_steps > 0 and trainer.state.global_step == 0:
+        run_sanity_check(trainer)
+    trainer.state.stage = RunningStage.TRAINING
+    if trainer.max_time is not None:
+        trainer._deadline = time.monotonic() + trainer.max_time
+    hooks.both("on_train_start")
+    while not _fit_done(trainer):
+        run_train_epoch(trainer)
+    hooks.both("on_train_end")
+    hooks.both("on_fit_end")
+
+
+def _min_reached(trainer: Trainer) -> bool:
+    s = trainer.state
+    return (trainer.min_epochs is None or s.epoch >= trainer.min_epochs) and (
+        trainer.min_steps is None or s.global_step >= trainer.min_steps
+    )
+
+
+def _max_steps_reached(trainer: Trainer) -> bool:
+    return trainer.max_steps != -1 and trainer.state.global_step >= trainer.max_steps
+
+
+def _fit_done(trainer: Trainer) -> bool:
+    s = trainer.state
+    if _max_steps_reached(trainer) or (trainer.max_epochs != -1 and s.epoch >= trainer.max_epochs):
+        return True
+    if trainer.num_training_batches == 0:
+        warn_once("The training dataloader is empty (or limit_train_batches=0): nothing to train.")
+        return True
+    if s.should_stop:
+        if _min_reached(trainer):
+            return True
+        warn_once(
+            f"should_stop was set, but min_epochs={trainer.min_epochs} / min_steps={trainer.min_steps} "
+            "are not reached yet: training continues."
+        )
+        s.should_stop = False
+    return False
+
+
+def _stop_requested(trainer: Trainer) -> bool:
+    if trainer._deadline is not None and time.monotonic() >= trainer._deadline:
+        trainer.state.should_stop = True
+    return trainer.state.should_stop and _min_reached(trainer)
+
+
+def run_sanity_check(trainer: Trainer) -> None:
+    """A few validation batches before training, to fail fast on a broken validation_step.
+
+    Runs with the random generators isolated, so training draws the same numbers as it would
+    without the check; its metrics are discarded.
+    """
+    hooks = trainer._hooks
+    with isolate_rng():
+        trainer.state.stage = RunningStage.SANITY_CHECKING
+        hooks.callbacks("on_sanity_check_start")
+        run_evaluation(trainer, RunningStage.SANITY_CHECKING)
+        hooks.callbacks("on_sanity_check_end")
+
+
+def _train_epoch_loader(trainer: Trainer) -> Any:
+    s, n = trainer.state, trainer.reload_dataloaders_every_n_epochs
+    if n and s.epoch - (trainer._last_train_reload_epoch or 0) >= n:
+        trainer._load_train_dataloader()
+        trainer._load_val_dataloaders()
+        trainer._compute_val_check_batch()
+    loader = trainer.train_dataloader
+    set_sampler_epoch(loader, s.epoch)
+    return loader
+
+
+def run_train_epoch(trainer: Trainer) -> None:
+    s, hooks = trainer.state, trainer._hooks
+    loader = _train_epoch_loader(trainer)
+    s.stage = RunningStage.TRAINING
+    results = trainer._results = trainer._train_results = Results()
+    hooks.both("on_train_epoch_start")
+
+    limit = trainer.num_training_batches
+    stop = None if limit == float("inf") else int(limit)
+    validated_at_end = False
+    # A resumed epoch skips the batches it already trained on.
+    for batch_idx, batch in itertools.islice(enumerate(loader), s.batches_done, stop):
+        if run_train_batch(trainer, results, batch, batch_idx) == _STOP_EPOCH:
+            break
+        is_last = batch_idx + 1 == limit
+        validated_at_end = _maybe_validate(trainer, batch_idx, is_last)
+        if _max_steps_reached(trainer) or _stop_requested(trainer):
+            break
+    if trainer.val_check_batch == float("inf") and not validated_at_end and _validation_due_this_epoch(trainer):
+        run_evaluation(trainer, RunningStage.VALIDATING)  # an iterable without length: validate at its end
+    _end_train_epoch(trainer, results)
+
+
+def _end_train_epoch(trainer: Trainer, results: Results) -> None:
+    s, hooks = trainer.state, trainer._hooks
+    s.stage = RunningStage.TRAINING
+    trainer._results = results
+    results.epoch_end_reached = True
+    hooks.train_epoch_end()
+    trainer._callback_metrics.update(results.view("callback"))
+    trainer._progress_bar_metrics.update(results.view("prog_bar"))
+    trainer._log_metrics(results.view("logger"), step=max(s.log_step - 1, 0))
+    step_schedulers(trainer, "epoch", s.epoch + 1)
+    s.epoch_finished = True
+    hooks.train_epoch_end_monitors()
+    for logger in trainer.loggers:
+        logger.save()
+    trainer._train_results = trainer._results = None
+    s.epoch, s.batches_done, s.epoch_finished = s.epoch + 1, 0, False
+
+
+def run_train_batch(trainer: Trainer, results: Results, batch: Any, batch_idx: int) -> int | None:
+    s, hooks, module = trainer.state, trainer._hooks, trainer.lightning_module
+    trainer._in_batch, trainer._current_batch, trainer._batch_size = True, batch, None
+    results.batch_counter += 1
+    batch = trainer._to_device(batch, 0)
+    hooks.callbacks("on_train_batch_start", batch, batch_idx)
+    if hooks.module_overrides("on_train_batch_start") and module.on_train_batch_start(batch, batch_idx) == -1:
+        trainer._in_batch = False
+        return _STOP_EPOCH
+
+    steps_before = s.global_step
+    if module.automatic_optimization:
+        outputs = _automatic_step(trainer, batch, batch_idx)
+        stepped = s.global_step > steps_before
+    else:
+        with trainer._precision.forward_context():
+            outputs = module.training_step(batch, batch_idx)
+        stepped = True  # as in Lightning, every manual-optimization batch advances the logging step
+    if s.global_step > steps_before:
+        step_schedulers(trainer, "step", s.global_step)
+
+    # The resume point moves before on_train_batch_end, so a checkpoint saved there resumes after this batch.
+    s.batches_done = batch_idx + 1
+    s.batches_total += 1
+    should_log = (s.log_step + 1) % trainer.log_every_n_steps == 0
+    log_at = s.log_step
+    if stepped:
+        s.log_step += 1
+
+    hooks.both("on_train_batch_end", outputs, batch, batch_idx)
+    trainer._in_batch = False
+    if should_log or s.should_stop:
+        trainer._log_metrics(results.view("logger", fresh_only=True), step=log_at)
+    return None
+
+
+def _automatic_step(trainer: Trainer, batch: Any, batch_idx: int) -> Any:
+    """training_step + backward (+ optimizer step at the end of an accumulation window)."""
+    module, accumulate = trainer.lightning_module, trainer.accumulate_grad_batches
+    optimizer = trainer._optimizers[0] if trainer._optimizers else None
+    closure = _TrainingStep(trainer, batch, batch_idx, optimizer, zero_grad=batch_idx % accumulate == 0)
+    window_done = (batch_idx + 1) % accumulate == 0 or batch_idx + 1 == trainer.num_training_batches
+    if optimizer is not None and window_done:
+        module.optimizer_step(trainer.state.epoch, batch_idx, optimizer, closure)
+    else:
+        closure()
+    return closure.outputs
+
+
+class _TrainingStep:
+    """The closure handed to the optimizer: forward, zero_grad, backward; returns the loss.
+
+    Optimizers such as LBFGS call it several times per step, so it must be re-runnable.
+    """
+
+    __slots__ = ("trainer", "batch", "batch_idx", "optimizer", "zero_grad", "outputs")
+
+    def __init__(self, trainer: Trainer, batch: Any, batch_idx: int, optimizer: Any, zero_grad: bool):
+        self.trainer, self.batch, self.batch_idx = trainer, batch, batch_idx
+        self.optimizer, self.zero_grad = optimizer, zero_grad
+        self.outputs: Any = None
+
+    def __call__(self) -> torch.Tensor | None:
+        trainer = self.trainer
+        module, hooks = trainer.lightning_module, trainer._hooks
+        with trainer._precision.forward_context():
+            output = module.training_step(self.batch, self.batch_idx)
+        loss = _loss_from(output, module)
+        self.outputs = None if loss is None else _outputs_dict(output, loss)
+        if self.zero_grad and self.optimizer is not None:
+            hooks.both("on_before_zero_grad", self.optimizer)
+            module.optimizer_zero_grad(trainer.state.epoch, self.batch_idx, self.optimizer)
+        if loss is None:
+            return None
+        accumulate = trainer.accumulate_grad_batches
+        trainer._backward(loss / accumulate if accumulate > 1 else loss)
+        return loss
+
+
+def _loss_from(output: Any, module: Any) -> torch.Tensor | None:
+    """The loss in what training_step returned, with a clear error when it cannot be trained on."""
+    if output is None:
+        warn_once(
+            f"{type(module).__name__}.training_step returned None, so this batch is skipped (no backward). "
+            "If that was not intended, return the loss."
+        )
+        return None
+    if isinstance(output, Mapping):
+        if "loss" not in output:
+            raise MisconfigurationException(
+                "training_step returned a dict without 'loss'. "
+                f"Received keys: {sorted(map(str, output))}. Fix: return the loss tensor or {{'loss': loss, ...}}."
+            )
+        loss = output["loss"]
+    else:
+        loss = output
+    if not isinstance(loss, torch.Tensor):
+        raise MisconfigurationException(
+            f"training_step must return the loss as a tensor (or a dict with 'loss'). Received: "
+            f"{type(loss).__name__} ({loss!r:.60}). Fix: return the tensor itself, not loss.item()."
+        )
+    if loss.numel() != 1:
+        raise MisconfigurationException(
+            f"training_step must return a scalar loss. Received: a tensor of shape {tuple(loss.shape)}. "
+            "Fix: reduce it, e.g. loss.mean()."
+        )
+    if not loss.requires_grad:
+        raise MisconfigurationException(
+            "training_step returned a loss that is not connected to the model's parameters (no grad_fn), "
+            "so backward cannot compute gradients. Received: loss with requires_grad=False. Fix: compute the "
+            "loss from the model's outputs, without .detach(), .item() or torch.no_grad()."
+        )
+    return loss
+
+
+def _outputs_dict(output: Any, loss: torch.Tensor) -> dict[str, Any]:
+    extra = {k: v for k, v in output.items() if k != "loss"} if isinstance(output, Mapping) else {}
+    return {"loss": loss.detach(), **extra}
+
+
+def _validation_due_this_epoch(trainer: Trainer) -> bool:
+    every = trainer.check_val_every_n_epoch
+    return trainer._val_enabled and (every is None or (trainer.state.epoch + 1) % every == 0)
+
+
+def _maybe_validate(trainer: Trainer, batch_idx: int, is_last: bool) -> bool:
+    """Run validation if this batch is a validation point; return whether it ran."""
+    if not trainer._val_enabled:
+        return False
+    s = trainer.state
+    if not _validation_due_this_epoch(trainer) or trainer.val_check_batch == float("inf"):
+        return False
+    counter = s.batches_total if trainer.check_val_every_n_epoch is None else batch_idx + 1
+    if counter % trainer.val_check_batch != 0:
+        return False
+    run_evaluation(trainer, RunningStage.VALIDATING)
+    return is_last
+
+
+# ==========================================================================================
+# evaluation: validation, sanity check and test share one loop
+# ==========================================================================================
+def _module_modes(module: torch.nn.Module) -> list[tuple[torch.nn.Module, bool]]:
+    return [(m, m.training) for m in module.modules()]
+
+
+def _restore_modes(modes: list[tuple[torch.nn.Module, bool]]) -> None:
+    for m, training in modes:
+        m.training = training
+
+
+def _grad_context(trainer: Trainer) -> Any:
+    return torch.inference_mode() if trainer.inference_mode else torch.no_grad()
+
+
+def run_evaluation(trainer: Trainer, stage: RunningStage) -> list[dict[str, float]]:
+    """Validate (also for the sanity check) or test; return one dict of metrics per dataloader."""
+    s, hooks, module = trainer.state, trainer._hooks, trainer.lightning_module
+    testing = stage == RunningStage.TESTING
+    name = "test" if testing else "validation"
+    loaders = trainer.test_dataloaders if testing else trainer.val_dataloaders
+    limits = (
+        trainer.num_test_batches if testing
+        else trainer.num_sanity_val_batches if stage == RunningStage.SANITY_CHECKING
+        else trainer.num_val_batches
+    )
+    step_fn = module.test_step if testing else module.validation_step
+    previous_stage, previous_results = s.stage, trainer._results
+    s.stage = stage
+    results = trainer._results = Results()
+    trainer._num_eval_loaders = len(loaders)
+    modes = _module_modes(module)
+    if stage == RunningStage.VALIDATING and s.fn == "fit":
+        module.on_validation_model_zero_grad()
+    getattr(module, f"on_{name}_model_eval")()
+    hooks.both(f"on_{name}_start")
+    hooks.both(f"on_{name}_epoch_start")
+    batch_start, batch_end = f"on_{name}_batch_start", f"on_{name}_batch_end"
+    with _grad_context(trainer):
+        for dl_idx, loader in enumerate(loaders):
+            trainer._dataloader_idx = dl_idx
+            extra = (dl_idx,) if len(loaders) > 1 else ()
+            stop = None if limits[dl_idx] == float("inf") else int(limits[dl_idx])
+            for batch_idx, batch in itertools.islice(enumerate(loader), stop):
+                trainer._in_batch, trainer._current_batch, trainer._batch_size = True, batch, None
+                results.batch_counter += 1
+                batch = trainer._to_device(batch, dl_idx)
+                hooks.both(batch_start, batch, batch_idx, dl_idx)
+                with trainer._precision.forward_context():
+                    output = step_fn(batch, batch_idx, *extra)
+                hooks.both(batch_end, output, batch, batch_idx, dl_idx)
+                trainer._in_batch = False
+        results.epoch_end_reached = True
+        hooks.both(f"on_{name}_epoch_end")
+    metrics = results.view("callback")
+    if stage != RunningStage.SANITY_CHECKING:
+        trainer._callback_metrics.update(metrics)
+        trainer._progress_bar_metrics.update(results.view("prog_bar"))
+        trainer._log_metrics(results.view("logger"), step=s.log_step)
+    hooks.both(f"on_{name}_end")
+    _restore_modes(modes)
+    getattr(module, f"on_{name}_model_train")()
+    s.stage, trainer._results = previous_stage, previous_results
+    trainer._num_eval_loaders = 0
+    return _per_dataloader(to_float_dict(metrics), len(loaders))
+
+
+def _per_dataloader(metrics: dict[str, float], n: int) -> list[dict[str, float]]:
+    """Split `name/dataloader_idx_i` keys by dataloader; keys without a suffix go to every dict."""
+    out: list[dict[str, float]] = [{} for _ in range(n)]
+    for key, value in metrics.items():
+        head, sep, idx = key.rpartition("/dataloader_idx_")
+        targets = [int(idx)] if sep and idx.isdigit() and int(idx) < n else range(n)
+        for i in targets:
+            out[i][key] = value
+    return out
+
+
+def print_results(stage: RunningStage, results: list[dict[str, float]]) -> None:
+    """A small table of the metrics returned by validate/test."""
+    title = "Test metric" if stage == RunningStage.TESTING else "Validate metric"
+    keys = sorted({k for r in results for k in r})
+    if not keys:
+        return
+    width = max(len(title), *(len(k) for k in keys)) + 2
+    header = title.ljust(width) + "".join(f"DataLoader {i}".rjust(22) for i in range(len(results)))
+    rule = "─" * len(header)
+    lines = [rule, header, rule]
+    for key in keys:
+        cells = "".join((f"{r[key]:.6g}" if key in r else "").rjust(22) for r in results)
+        lines.append(key.ljust(width) + cells)
+    lines.append(rule)
+    print("\n".join(lines))
+
+
+# ==========================================================================================
+# predict
+# ==========================================================================================
+def run_predict(trainer: Trainer, return_predictions: bool) -> list[Any] | None:
+    s, hooks, module = trainer.state, trainer._hooks, trainer.lightning_module
+    loaders = trainer.predict_dataloaders
+    s.stage = RunningStage.PREDICTING
+    modes = _module_modes(module)
+    module.on_predict_model_eval()
+    hooks.both("on_predict_start")
+    hooks.both("on_predict_epoch_start")
+    predictions: list[list[Any]] = [[] for _ in loaders]
+    with _grad_context(trainer):
+        for dl_idx, loader in enumerate(loaders):
+            extra = (dl_idx,) if len(loaders) > 1 else ()
+            limit = trainer.num_predict_batches[dl_idx]
+            stop = None if limit == float("inf") else int(limit)
+            for batch_idx, batch in itertools.islice(enumerate(loader), stop):
+                batch = trainer._to_device(batch, dl_idx)
+                hooks.both("on_predict_batch_start", batch, batch_idx, dl_idx)
+                with trainer._precision.forward_context():
+                    prediction = module.predict_step(batch, batch_idx, *extra)
+                hooks.both("on_predict_batch_end", prediction, batch, batch_idx, dl_idx)
+                if return_predictions:
+                    predictions[dl_idx].append(prediction)
+        hooks.both("on_predict_epoch_end")
+    hooks.both("on_predict_end")
+    _restore_modes(modes)
+    if not return_predictions:
+        return None
+    return predictions[0] if len(predictions) == 1 else predictions

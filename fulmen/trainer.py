@@ -1,0 +1,978 @@
+"""`Trainer`: checks the configuration, prepares a run, and hands it to the loops.
+
+Reading order: `__init__` (every argument checked here, before any work), the public entry
+points `fit`/`validate`/`test`/`predict`/`save_checkpoint`, the properties users read, then the
+private chain `_run` → setup → `fulmen.loop`. The loops themselves live in `fulmen/loop.py`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
+
+from fulmen import loop
+from fulmen.__about__ import __version__
+from fulmen.accelerators import device_for, parse_accelerator, parse_devices
+from fulmen.callbacks.callback import Callback
+from fulmen.checkpoint import atomic_save, load_checkpoint
+from fulmen.data import (
+    as_loader_list, check_limit, extract_batch_size, move_to_device, num_batches, with_sampler,
+)
+from fulmen.datamodule import LightningDataModule
+from fulmen.errors import MisconfigurationException, warn_once
+from fulmen.hooks import HookDispatch, is_overridden
+from fulmen.hparams import to_plain_hparams
+from fulmen.logging import Results, to_float_dict
+from fulmen.module import LightningModule
+from fulmen.optim import LightningOptimizer, LRSchedulerConfig, parse_optimizers
+from fulmen.precision import Precision, parse_precision
+from fulmen.seed import worker_init_function
+from fulmen.state import RunningStage, TrainerFn, TrainerState, TrainerStatus
+
+
+def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False, fix: str = "") -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise MisconfigurationException(
+            f"`{name}` must be an int >= {minimum}{' or None' if allow_none else ''}. "
+            f"Received: {name}={value!r}. Fix: {fix or f'e.g. {name}={max(minimum, 1)}'}."
+        )
+
+
+def _parse_max_time(max_time: Any) -> float | None:
+    """Seconds from "DD:HH:MM:SS", a timedelta, or a dict of timedelta keywords."""
+    if max_time is None:
+        return None
+    try:
+        if isinstance(max_time, str):
+            days, hours, minutes, seconds = (int(p) for p in max_time.strip().split(":"))
+            max_time = dt.timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+        elif isinstance(max_time, dict):
+            max_time = dt.timedelta(**max_time)
+        if isinstance(max_time, dt.timedelta):
+            return max_time.total_seconds()
+    except (ValueError, TypeError):
+        pass
+    raise MisconfigurationException(
+        f"`max_time` must be 'DD:HH:MM:SS', a datetime.timedelta or a dict like {{'hours': 1}}. "
+        f"Received: max_time={max_time!r}. Fix: e.g. max_time='00:12:00:00' for twelve hours."
+    )
+
+
+class Trainer:
+    """Runs fit, validate, test and predict for a `LightningModule`.
+
+    Arguments and defaults follow PyTorch Lightning 2.x.
+
+    Example:
+        >>> trainer = Trainer(max_epochs=10, accelerator="auto")  # doctest: +SKIP
+        >>> trainer.fit(model, train_loader, val_loader)           # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        *,
+        accelerator: str = "auto",
+        strategy: str = "auto",
+        devices: list[int] | str | int = "auto",
+        num_nodes: int = 1,
+        precision: str | int | None = None,
+        logger: Any = None,
+        callbacks: list[Callback] | Callback | None = None,
+        fast_dev_run: int | bool = False,
+        max_epochs: int | None = None,
+        min_epochs: int | None = None,
+        max_steps: int = -1,
+        min_steps: int | None = None,
+        max_time: str | dt.timedelta | dict[str, int] | None = None,
+        limit_train_batches: int | float | None = None,
+        limit_val_batches: int | float | None = None,
+        limit_test_batches: int | float | None = None,
+        limit_predict_batches: int | float | None = None,
+        overfit_batches: int | float = 0.0,
+        val_check_interval: int | float | None = None,
+        check_val_every_n_epoch: int | None = 1,
+        num_sanity_val_steps: int | None = None,
+        log_every_n_steps: int | None = None,
+        enable_checkpointing: bool | None = None,
+        enable_progress_bar: bool | None = None,
+        enable_model_summary: bool | None = None,
+        accumulate_grad_batches: int = 1,
+        gradient_clip_val: int | float | None = None,
+        gradient_clip_algorithm: str | None = None,
+        deterministic: bool | str | None = None,
+        benchmark: bool | None = None,
+        inference_mode: bool = True,
+        use_distributed_sampler: bool = True,
+        profiler: Any = None,
+        detect_anomaly: bool = False,
+        barebones: bool = False,
+        plugins: Any = None,
+        sync_batchnorm: bool = False,
+        reload_dataloaders_every_n_epochs: int = 0,
+        default_root_dir: str | Path | None = None,
+    ) -> None:
+        # --- hardware and numerics ---
+        self._accelerator = parse_accelerator(accelerator)
+        self._device_ids = parse_devices(devices, self._accelerator)
+        if strategy not in ("auto", "single_device") or len(self._device_ids) > 1 or num_nodes != 1:
+            raise MisconfigurationException(
+                "This fulmen build runs one process on one device; multi-device strategies are not available yet. "
+                f"Received: strategy={strategy!r}, devices={devices!r}, num_nodes={num_nodes!r}. "
+                "Fix: use devices=1 and strategy='auto'."
+            )
+        self._device = device_for(self._accelerator, self._device_ids[0])
+        self.precision = parse_precision(precision)
+        self._precision = Precision(self.precision, self._device)
+
+        # --- how long to train ---
+        fast_dev_run = int(fast_dev_run) if isinstance(fast_dev_run, bool) else fast_dev_run
+        _check_int("fast_dev_run", fast_dev_run, 0, fix="use True, False or a number of batches")
+        self.fast_dev_run = fast_dev_run
+        _check_int("max_epochs", max_epochs, -1, allow_none=True, fix="use -1 for no limit")
+        _check_int("min_epochs", min_epochs, 0, allow_none=True)
+        _check_int("max_steps", max_steps, -1, fix="use -1 for no limit")
+        _check_int("min_steps", min_steps, 0, allow_none=True)
+        if max_epochs is None:
+            max_epochs = 1000 if max_steps == -1 else -1
+        self.max_epochs, self.min_epochs = max_epochs, min_epochs
+        self.max_steps, self.min_steps = max_steps, min_steps
+        self.max_time = _parse_max_time(max_time)
+
+        # --- how much data, how often to validate ---
+        self.limit_train_batches = check_limit("limit_train_batches", limit_train_batches)
+        self.limit_val_batches = check_limit("limit_val_batches", limit_val_batches)
+        self.limit_test_batches = check_limit("limit_test_batches", limit_test_batches)
+        self.limit_predict_batches = check_limit("limit_predict_batches", limit_predict_batches)
+        self.overfit_batches = check_limit("overfit_batches", overfit_batches)
+        if self.overfit_batches:
+            self.limit_train_batches = self.limit_val_batches = self.overfit_batches
+        if val_check_interval is None:
+            val_check_interval = 1.0
+        if isinstance(val_check_interval, bool) or not isinstance(val_check_interval, (int, float)) or (
+            isinstance(val_check_interval, float) and not 0.0 < val_check_interval <= 1.0
+        ) or val_check_interval <= 0:
+            raise MisconfigurationException(
+                "`val_check_interval` must be a float in (0, 1] (fraction of an epoch) or an int number of "
+                f"batches. Received: val_check_interval={val_check_interval!r}. Fix: e.g. 0.25 or 100."
+            )
+        self.val_check_interval = val_check_interval
+        _check_int("check_val_every_n_epoch", check_val_every_n_epoch, 1, allow_none=True)
+        self.check_val_every_n_epoch = check_val_every_n_epoch
+        num_sanity_val_steps = 2 if num_sanity_val_steps is None else num_sanity_val_steps
+        _check_int("num_sanity_val_steps", num_sanity_val_steps, -1, fix="use -1 for all batches, 0 to skip")
+        self.num_sanity_val_steps = float("inf") if num_sanity_val_steps == -1 else num_sanity_val_steps
+        log_every_n_steps = 50 if log_every_n_steps is None else log_every_n_steps
+        _check_int("log_every_n_steps", log_every_n_steps, 1)
+        self.log_every_n_steps = log_every_n_steps
+        _check_int("reload_dataloaders_every_n_epochs", reload_dataloaders_every_n_epochs, 0)
+        self.reload_dataloaders_every_n_epochs = reload_dataloaders_every_n_epochs
+
+        # --- optimization ---
+        _check_int("accumulate_grad_batches", accumulate_grad_batches, 1)
+        self.accumulate_grad_batches = accumulate_grad_batches
+        if gradient_clip_val is not None and (
+            isinstance(gradient_clip_val, bool) or not isinstance(gradient_clip_val, (int, float)) or gradient_clip_val < 0
+        ):
+            raise MisconfigurationException(
+                f"`gradient_clip_val` must be a number >= 0. Received: gradient_clip_val={gradient_clip_val!r}. "
+                "Fix: e.g. gradient_clip_val=1.0."
+            )
+        if gradient_clip_algorithm not in (None, "norm", "value"):
+            raise MisconfigurationException(
+                f"`gradient_clip_algorithm` must be 'norm' or 'value'. "
+                f"Received: gradient_clip_algorithm={gradient_clip_algorithm!r}. Fix: use 'norm' (default) or 'value'."
+            )
+        self.gradient_clip_val = gradient_clip_val
+        self.gradient_clip_algorithm = gradient_clip_algorithm or "norm"
+
+        # --- reproducibility and debugging ---
+        if deterministic not in (None, True, False, "warn"):
+            raise MisconfigurationException(
+                f"`deterministic` must be True, False, 'warn' or None. Received: deterministic={deterministic!r}. "
+                "Fix: deterministic=True."
+            )
+        self.deterministic = deterministic
+        if deterministic:
+            # cuBLAS needs a fixed workspace to be deterministic; must be set before CUDA is used.
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=deterministic == "warn")
+            torch.backends.cudnn.deterministic = True
+        self.benchmark = benchmark
+        if benchmark is not None:
+            torch.backends.cudnn.benchmark = benchmark
+        self.inference_mode = inference_mode
+        self.detect_anomaly = detect_anomaly
+        self.use_distributed_sampler = use_distributed_sampler
+        self.default_root_dir = str(default_root_dir) if default_root_dir is not None else os.getcwd()
+
+        # --- fast_dev_run: a few batches of everything, nothing written ---
+        if self.fast_dev_run:
+            n = self.fast_dev_run
+            self.max_steps, self.max_epochs = n, 1
+            self.limit_train_batches = self.limit_val_batches = n
+            self.limit_test_batches = self.limit_predict_batches = n
+            self.num_sanity_val_steps, self.val_check_interval, self.check_val_every_n_epoch = 0, 1.0, 1
+            logger = False
+
+        # --- callbacks and loggers ---
+        self.callbacks: list[Callback] = self._default_callbacks(
+            callbacks, enable_checkpointing, enable_progress_bar, enable_model_summary, barebones
+        )
+        self.loggers: list[Any] = self._make_loggers(logger)
+
+        # --- run state ---
+        self.state = TrainerState()
+        self.lightning_module: LightningModule | None = None
+        self.datamodule: LightningDataModule | None = None
+        self._optimizers: list[LightningOptimizer] = []
+        self.lr_scheduler_configs: list[LRSchedulerConfig] = []
+        self._hooks: HookDispatch | None = None
+        self.train_dataloader: Any = None
+        self.val_dataloaders: list[Any] = []
+        self.test_dataloaders: list[Any] = []
+        self.predict_dataloaders: list[Any] = []
+        self.num_training_batches: int | float = 0
+        self.num_val_batches: list[int | float] = []
+        self.num_sanity_val_batches: list[int | float] = []
+        self.num_test_batches: list[int | float] = []
+        self.num_predict_batches: list[int | float] = []
+        self.val_check_batch: int | float = float("inf")
+        self._results: Results | None = None
+        self._train_results: Results | None = None
+        self._callback_metrics: dict[str, torch.Tensor] = {}
+        self._progress_bar_metrics: dict[str, torch.Tensor] = {}
+        self._logged_metrics: dict[str, float] = {}
+        self._in_batch = False
+        self._current_batch: Any = None
+        self._batch_size: int | None = None
+        self._dataloader_idx = 0
+        self._num_eval_loaders = 0
+        self._deadline: float | None = None
+        self._last_train_reload_epoch: int | None = None
+        self._fit_data: dict[str, Any] = {}
+        self._val_enabled = False
+        self._ckpt_path: str | None = None
+
+    # ======================================================================================
+    # public entry points
+    # ======================================================================================
+    def fit(
+        self,
+        model: LightningModule,
+        train_dataloaders: Any = None,
+        val_dataloaders: Any = None,
+        datamodule: LightningDataModule | None = None,
+        ckpt_path: str | Path | None = None,
+    ) -> None:
+        """Train `model`; optionally resume from `ckpt_path` (a path, "last" or "best")."""
+        if isinstance(train_dataloaders, LightningDataModule):
+            datamodule, train_dataloaders = train_dataloaders, None
+        self._run(TrainerFn.FITTING, model, datamodule, ckpt_path,
+                  train=train_dataloaders, val=val_dataloaders)
+
+    def validate(
+        self, model: LightningModule | None = None, dataloaders: Any = None, ckpt_path: str | Path | None = None,
+        verbose: bool = True, datamodule: LightningDataModule | None = None,
+    ) -> list[dict[str, float]]:
+        """Run the validation loop once; returns one dict of epoch metrics per dataloader."""
+        return self._evaluate(TrainerFn.VALIDATING, model, dataloaders, ckpt_path, verbose, datamodule)
+
+    def test(
+        self, model: LightningModule | None = None, dataloaders: Any = None, ckpt_path: str | Path | None = None,
+        verbose: bool = True, datamodule: LightningDataModule | None = None,
+    ) -> list[dict[str, float]]:
+        """Run the test loop once; returns one dict of epoch metrics per dataloader."""
+        return self._evaluate(TrainerFn.TESTING, model, dataloaders, ckpt_path, verbose, datamodule)
+
+    def predict(
+        self, model: LightningModule | None = None, dataloaders: Any = None,
+        datamodule: LightningDataModule | None = None, return_predictions: bool | None = None,
+        ckpt_path: str | Path | None = None,
+    ) -> list[Any] | None:
+        """Run `predict_step` over the data; returns the predictions (a list per dataloader if several)."""
+        if isinstance(dataloaders, LightningDataModule):
+            datamodule, dataloaders = dataloaders, None
+        model = self._model_or_attached(model, "predict")
+        result = self._run(TrainerFn.PREDICTING, model, datamodule, ckpt_path, predict=dataloaders,
+                           return_predictions=True if return_predictions is None else return_predictions)
+        return result
+
+    def save_checkpoint(self, filepath: str | Path, weights_only: bool = False, storage_options: Any = None) -> None:
+        """Write the current training state to `filepath` atomically."""
+        if self.lightning_module is None:
+            raise MisconfigurationException(
+                "save_checkpoint needs a model attached to the Trainer. "
+                "Fix: call it after or during trainer.fit(model)."
+            )
+        atomic_save(self._checkpoint_dict(weights_only), filepath)
+        for logger in self.loggers:
+            logger.after_save_checkpoint(self.checkpoint_callback)
+
+    # ======================================================================================
+    # properties
+    # ======================================================================================
+    @property
+    def current_epoch(self) -> int:
+        return self.state.epoch
+
+    @property
+    def global_step(self) -> int:
+        return self.state.global_step
+
+    @property
+    def should_stop(self) -> bool:
+        return self.state.should_stop
+
+    @should_stop.setter
+    def should_stop(self, value: bool) -> None:
+        self.state.should_stop = bool(value)
+
+    @property
+    def interrupted(self) -> bool:
+        return self.state.status == TrainerStatus.INTERRUPTED
+
+    @property
+    def training(self) -> bool:
+        return self.state.stage == RunningStage.TRAINING
+
+    @property
+    def sanity_checking(self) -> bool:
+        return self.state.stage == RunningStage.SANITY_CHECKING
+
+    @property
+    def validating(self) -> bool:
+        return self.state.stage == RunningStage.VALIDATING
+
+    @property
+    def testing(self) -> bool:
+        return self.state.stage == RunningStage.TESTING
+
+    @property
+    def predicting(self) -> bool:
+        return self.state.stage == RunningStage.PREDICTING
+
+    @property
+    def callback_metrics(self) -> dict[str, torch.Tensor]:
+        """Latest value of every logged metric (tensors), as monitoring callbacks see them."""
+        metrics = dict(self._callback_metrics)
+        for results in (self._train_results, self._results):
+            if results is not None:
+                metrics.update(results.view("callback"))
+        return metrics
+
+    @property
+    def progress_bar_metrics(self) -> dict[str, float]:
+        """Metrics logged with prog_bar=True, as floats. Each read is a host sync: read sparingly."""
+        metrics = dict(self._progress_bar_metrics)
+        for results in (self._train_results, self._results):
+            if results is not None:
+                metrics.update(results.view("prog_bar"))
+        return to_float_dict(metrics)
+
+    @property
+    def logged_metrics(self) -> dict[str, float]:
+        """What was last sent to the loggers, per key."""
+        return dict(self._logged_metrics)
+
+    @property
+    def logger(self) -> Any:
+        return self.loggers[0] if self.loggers else None
+
+    @logger.setter
+    def logger(self, logger: Any) -> None:
+        self.loggers = [] if logger is None else [logger]
+
+    @property
+    def log_dir(self) -> str:
+        if self.loggers:
+            log_dir = self.loggers[0].log_dir
+            if log_dir is not None:
+                return str(log_dir)
+        return self.default_root_dir
+
+    @property
+    def checkpoint_callback(self) -> Any:
+        from fulmen.callbacks.model_checkpoint import ModelCheckpoint
+
+        return next((c for c in self.callbacks if isinstance(c, ModelCheckpoint)), None)
+
+    @property
+    def checkpoint_callbacks(self) -> list[Any]:
+        from fulmen.callbacks.model_checkpoint import ModelCheckpoint
+
+        return [c for c in self.callbacks if isinstance(c, ModelCheckpoint)]
+
+    @property
+    def early_stopping_callback(self) -> Any:
+        from fulmen.callbacks.early_stopping import EarlyStopping
+
+        return next((c for c in self.callbacks if isinstance(c, EarlyStopping)), None)
+
+    @property
+    def progress_bar_callback(self) -> Any:
+        from fulmen.callbacks.progress import ProgressBar
+
+        return next((c for c in self.callbacks if isinstance(c, ProgressBar)), None)
+
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [o.optimizer for o in self._optimizers]
+
+    @property
+    def lr_schedulers(self) -> list[Any]:
+        return [c.scheduler for c in self.lr_scheduler_configs]
+
+    @property
+    def val_dataloader(self) -> Any:
+        """Alias of `val_dataloaders` for Lightning 1.x-style code."""
+        return self.val_dataloaders
+
+    @property
+    def ckpt_path(self) -> str | None:
+        """The checkpoint the current run was restored from, if any."""
+        return self._ckpt_path
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def accelerator(self) -> str:
+        return self._accelerator
+
+    @property
+    def num_devices(self) -> int:
+        return 1
+
+    @property
+    def device_ids(self) -> list[int]:
+        return list(self._device_ids)
+
+    global_rank = local_rank = node_rank = 0
+    world_size = num_nodes = 1
+    is_global_zero = True
+
+    # ======================================================================================
+    # construction helpers
+    # ======================================================================================
+    def _default_callbacks(
+        self, callbacks: Any, enable_checkpointing: bool | None, enable_progress_bar: bool | None,
+        enable_model_summary: bool | None, barebones: bool,
+    ) -> list[Callback]:
+        from fulmen.callbacks.model_checkpoint import ModelCheckpoint
+        from fulmen.callbacks.model_summary import ModelSummary
+        from fulmen.callbacks.progress import ProgressBar, TQDMProgressBar
+
+        given = [] if callbacks is None else [callbacks] if isinstance(callbacks, Callback) else list(callbacks)
+        for i, cb in enumerate(given):
+            if not isinstance(cb, Callback):
+                raise MisconfigurationException(
+                    f"Every item of `callbacks` must be a fulmen Callback. Received: callbacks[{i}] of type "
+                    f"{type(cb).__name__}. Fix: subclass fulmen.Callback."
+                )
+        if barebones:
+            enable_checkpointing = enable_progress_bar = enable_model_summary = False
+        if enable_checkpointing is False and any(isinstance(c, ModelCheckpoint) for c in given):
+            raise MisconfigurationException(
+                "enable_checkpointing=False but a ModelCheckpoint was passed in `callbacks`. "
+                "Received: enable_checkpointing=False. Fix: drop one of the two."
+            )
+        if enable_progress_bar is False and any(isinstance(c, ProgressBar) for c in given):
+            raise MisconfigurationException(
+                "enable_progress_bar=False but a progress bar was passed in `callbacks`. "
+                "Received: enable_progress_bar=False. Fix: drop one of the two."
+            )
+        result = list(given)
+        if enable_progress_bar is not False and not any(isinstance(c, ProgressBar) for c in result):
+            result.append(TQDMProgressBar())
+        if enable_model_summary is not False and not any(isinstance(c, ModelSummary) for c in result):
+            result.append(ModelSummary())
+        if enable_checkpointing is not False and not any(isinstance(c, ModelCheckpoint) for c in result):
+            result.append(ModelCheckpoint())
+        return result
+
+    def _make_loggers(self, logger: Any) -> list[Any]:
+        if logger is False:
+            return []
+        if logger is None or logger is True:
+            from fulmen.loggers import TensorBoardLogger
+
+            return [TensorBoardLogger(save_dir=self.default_root_dir)]
+        loggers = list(logger) if isinstance(logger, Iterable) else [logger]
+        for i, lg in enumerate(loggers):
+            if not callable(getattr(lg, "log_metrics", None)):
+                raise MisconfigurationException(
+                    f"`logger` must be True, False, a Logger or a list of Loggers. Received: logger[{i}] of type "
+                    f"{type(lg).__name__}. Fix: e.g. logger=TensorBoardLogger('logs/')."
+                )
+        return loggers
+
+    # ======================================================================================
+    # the run
+    # ======================================================================================
+    def _model_or_attached(self, model: LightningModule | None, fn: str) -> LightningModule:
+        if model is None:
+            if self.lightning_module is None:
+                raise MisconfigurationException(
+                    f"trainer.{fn}() was called without a model and no model was fitted before. "
+                    f"Received: model=None. Fix: trainer.{fn}(model, dataloaders)."
+                )
+            return self.lightning_module
+        return model
+
+    def _evaluate(
+        self, fn: TrainerFn, model: LightningModule | None, dataloaders: Any, ckpt_path: Any, verbose: bool,
+        datamodule: LightningDataModule | None,
+    ) -> list[dict[str, float]]:
+        if isinstance(dataloaders, LightningDataModule):
+            datamodule, dataloaders = dataloaders, None
+        name = fn.value
+        if model is None and ckpt_path is None and self.checkpoint_callback is not None:
+            if getattr(self.checkpoint_callback, "best_model_path", ""):
+                ckpt_path = "best"
+        model = self._model_or_attached(model, name)
+        return self._run(fn, model, datamodule, ckpt_path, eval_loaders=dataloaders, verbose=verbose)
+
+    def _check_model(self, model: Any) -> None:
+        if not isinstance(model, LightningModule):
+            raise MisconfigurationException(
+                f"The model must be a fulmen.LightningModule. Received: {type(model).__name__}. "
+                "Fix: subclass fulmen.LightningModule (import fulmen as pl; class Model(pl.LightningModule))."
+            )
+        if "_trainer" not in model.__dict__:
+            raise MisconfigurationException(
+                f"{type(model).__name__}.__init__ did not call super().__init__(). "
+                "Received: a module without LightningModule state. Fix: make `super().__init__()` the first "
+                "line of __init__."
+            )
+
+    def _run(
+        self, fn: TrainerFn, model: LightningModule, datamodule: LightningDataModule | None, ckpt_path: Any,
+        **kwargs: Any,
+    ) -> Any:
+        self._check_model(model)
+        if datamodule is not None and not isinstance(datamodule, LightningDataModule):
+            raise MisconfigurationException(
+                f"`datamodule` must be a fulmen.LightningDataModule. Received: {type(datamodule).__name__}. "
+                "Fix: subclass fulmen.LightningDataModule, or pass dataloaders directly."
+            )
+        self.state.fn, self.state.status, self.state.stage = fn, TrainerStatus.RUNNING, None
+        self.state.should_stop = False
+        self.lightning_module, self.datamodule = model, datamodule
+        model.trainer = self
+        if datamodule is not None:
+            datamodule.trainer = self
+        try:
+            self._setup(fn, model, datamodule, ckpt_path, kwargs)
+            if fn == TrainerFn.FITTING:
+                with torch.autograd.set_detect_anomaly(self.detect_anomaly):
+                    loop.run_fit(self)
+                result = None
+            elif fn == TrainerFn.PREDICTING:
+                result = loop.run_predict(self, kwargs["return_predictions"])
+            else:
+                stage = RunningStage.VALIDATING if fn == TrainerFn.VALIDATING else RunningStage.TESTING
+                result = loop.run_evaluation(self, stage)
+                if kwargs.get("verbose"):
+                    loop.print_results(stage, result)
+            self._teardown(fn, "success")
+            self.state.status = TrainerStatus.FINISHED
+            return result
+        except KeyboardInterrupt as exc:
+            warn_once("Detected KeyboardInterrupt: shut down gracefully; trainer.interrupted is True.")
+            self._on_exception(exc)
+            return None
+        except BaseException as exc:
+            self._on_exception(exc)
+            raise
+        finally:
+            self.state.stage = None
+            self._results = self._train_results = None
+
+    def _on_exception(self, exc: BaseException) -> None:
+        self.state.status = TrainerStatus.INTERRUPTED
+        module = self.lightning_module
+        for cb in self.callbacks:
+            cb.on_exception(self, module, exc)
+        if module is not None:
+            module.on_exception(exc)
+        for logger in self.loggers:
+            logger.finalize("failed")
+
+    def _setup(self, fn: TrainerFn, model: LightningModule, datamodule: Any, ckpt_path: Any, data: dict) -> None:
+        stage = fn.value
+        self._merge_model_callbacks(model)
+        if datamodule is not None:
+            datamodule.prepare_data()
+        model.prepare_data()
+        if datamodule is not None:
+            datamodule.setup(stage)
+        for cb in self.callbacks:
+            cb.setup(self, model, stage)
+        model.setup(stage)
+        model.configure_model()
+        self._precision.convert_module(model)
+        model.to(self._device)
+        if fn == TrainerFn.FITTING:
+            self._check_fit_model(model)
+            optimizers, self.lr_scheduler_configs = parse_optimizers(model.configure_optimizers())
+            if model.automatic_optimization and len(optimizers) > 1:
+                raise MisconfigurationException(
+                    f"Automatic optimization steps one optimizer, but configure_optimizers returned {len(optimizers)}. "
+                    "Received: several optimizers with automatic_optimization=True. Fix: set "
+                    "`self.automatic_optimization = False` and step them in training_step (manual optimization)."
+                )
+            self._optimizers = [LightningOptimizer(o, self) for o in optimizers]
+        self._hooks = HookDispatch(self, model, self.callbacks)
+        self._setup_dataloaders(fn, model, datamodule, data)
+        self._ckpt_path = self._resolve_ckpt_path(fn, ckpt_path)
+        if self._ckpt_path is not None:
+            self._restore(self._ckpt_path, fn)
+        self._log_hyperparams(model, datamodule)
+
+    def _check_fit_model(self, model: LightningModule) -> None:
+        if not is_overridden("training_step", model, LightningModule):
+            raise MisconfigurationException(
+                f"{type(model).__name__} has no training_step, so fit has nothing to run. "
+                "Received: no training_step override. Fix: define `def training_step(self, batch, batch_idx)` "
+                "returning the loss."
+            )
+        if model.automatic_optimization and not is_overridden("configure_optimizers", model, LightningModule):
+            raise MisconfigurationException(
+                f"{type(model).__name__} has no configure_optimizers, which automatic optimization needs. "
+                "Received: no configure_optimizers override. Fix: define `def configure_optimizers(self): "
+                "return torch.optim.Adam(self.parameters(), lr=1e-3)`."
+            )
+        if not model.automatic_optimization and self.gradient_clip_val:
+            raise MisconfigurationException(
+                "gradient_clip_val is applied by automatic optimization; under manual optimization clip yourself. "
+                f"Received: gradient_clip_val={self.gradient_clip_val!r} with automatic_optimization=False. "
+                "Fix: call self.clip_gradients(opt, gradient_clip_val=...) before opt.step() in training_step."
+            )
+        if not model.automatic_optimization and self.accumulate_grad_batches != 1:
+            raise MisconfigurationException(
+                "accumulate_grad_batches is applied by automatic optimization; under manual optimization "
+                f"accumulate yourself. Received: accumulate_grad_batches={self.accumulate_grad_batches}. "
+                "Fix: step the optimizer every N batches in training_step."
+            )
+
+    def _merge_model_callbacks(self, model: LightningModule) -> None:
+        """Add `configure_callbacks()`; they replace Trainer callbacks of the same type. Checkpointing goes last."""
+        from fulmen.callbacks.model_checkpoint import ModelCheckpoint
+
+        extra = model.configure_callbacks()
+        extra = [] if extra is None else [extra] if isinstance(extra, Callback) else list(extra)
+        if extra:
+            types = {type(c) for c in extra}
+            self.callbacks = [c for c in self.callbacks if type(c) not in types] + extra
+        # Checkpoints last, so they save what every other callback has already updated.
+        self.callbacks = [c for c in self.callbacks if not isinstance(c, ModelCheckpoint)] + [
+            c for c in self.callbacks if isinstance(c, ModelCheckpoint)
+        ]
+
+    # --- data -------------------------------------------------------------------------------
+    def _loaders_from(self, kind: str, model: LightningModule, datamodule: Any) -> list[Any]:
+        method = f"{kind}_dataloader"
+        if datamodule is not None and is_overridden(method, datamodule, LightningDataModule):
+            return as_loader_list(getattr(datamodule, method)(), method)
+        if callable(getattr(model, method, None)):
+            return as_loader_list(getattr(model, method)(), method)
+        return []
+
+    def _prepare_loader(self, loader: Any, train: bool) -> Any:
+        if not isinstance(loader, DataLoader):
+            return loader
+        if os.environ.get("PL_SEED_WORKERS") == "1" and loader.num_workers > 0 and loader.worker_init_fn is None:
+            loader.worker_init_fn = worker_init_function
+        if train and self.overfit_batches and isinstance(loader.sampler, RandomSampler):
+            warn_once("overfit_batches is set: the training data is not shuffled, so every epoch sees the same batches.")
+            loader = with_sampler(loader, SequentialSampler(loader.dataset))
+        return loader
+
+    def _setup_dataloaders(self, fn: TrainerFn, model: LightningModule, datamodule: Any, data: dict) -> None:
+        self._fit_data = data
+        self._val_enabled = False
+        if fn == TrainerFn.FITTING:
+            self._load_train_dataloader()
+            self._load_val_dataloaders()
+            self._val_enabled = bool(self.val_dataloaders) and self.limit_val_batches != 0
+            has_step = is_overridden("validation_step", model, LightningModule)
+            if has_step and not self.val_dataloaders:
+                warn_once("validation_step is defined but there is no validation data, so validation is skipped. "
+                          "Fix: pass val_dataloaders to fit, or define val_dataloader().")
+            elif self.val_dataloaders and not has_step:
+                warn_once("Validation data was given but the model has no validation_step, so validation is skipped. "
+                          "Fix: define validation_step(self, batch, batch_idx).")
+            self._val_enabled = self._val_enabled and has_step
+            self._compute_val_check_batch()
+        elif fn in (TrainerFn.VALIDATING, TrainerFn.TESTING):
+            kind = "val" if fn == TrainerFn.VALIDATING else "test"
+            explicit = data.get("eval_loaders")
+            loaders = as_loader_list(explicit, "dataloaders") if explicit is not None else self._loaders_from(kind, model, datamodule)
+            step = "validation_step" if kind == "val" else "test_step"
+            if not loaders:
+                raise MisconfigurationException(
+                    f"trainer.{fn.value}() found no data. Received: dataloaders=None and no {kind}_dataloader(). "
+                    f"Fix: trainer.{fn.value}(model, dataloaders=DataLoader(...))."
+                )
+            if not is_overridden(step, model, LightningModule):
+                raise MisconfigurationException(
+                    f"trainer.{fn.value}() needs {type(model).__name__}.{step}. Received: no {step} override. "
+                    f"Fix: define `def {step}(self, batch, batch_idx)`."
+                )
+            loaders = [self._prepare_loader(dl, train=False) for dl in loaders]
+            limit = self.limit_val_batches if kind == "val" else self.limit_test_batches
+            counts = [num_batches(dl, limit) for dl in loaders]
+            if kind == "val":
+                self.val_dataloaders, self.num_val_batches = loaders, counts
+            else:
+                self.test_dataloaders, self.num_test_batches = loaders, counts
+        else:
+            explicit = data.get("predict")
+            loaders = as_loader_list(explicit, "dataloaders") if explicit is not None else self._loaders_from("predict", model, datamodule)
+            if not loaders:
+                raise MisconfigurationException(
+                    "trainer.predict() found no data. Received: dataloaders=None and no predict_dataloader(). "
+                    "Fix: trainer.predict(model, dataloaders=DataLoader(...))."
+                )
+            self.predict_dataloaders = [self._prepare_loader(dl, train=False) for dl in loaders]
+            self.num_predict_batches = [num_batches(dl, self.limit_predict_batches) for dl in self.predict_dataloaders]
+
+    def _load_train_dataloader(self) -> None:
+        explicit = self._fit_data.get("train")
+        if explicit is not None:
+            loaders = as_loader_list(explicit, "train_dataloaders")
+        else:
+            loaders = self._loaders_from("train", self.lightning_module, self.datamodule)
+        if not loaders:
+            raise MisconfigurationException(
+                "fit found no training data. Received: train_dataloaders=None, no datamodule.train_dataloader() and "
+                "no model.train_dataloader(). Fix: trainer.fit(model, train_dataloaders=DataLoader(dataset, ...))."
+            )
+        if len(loaders) > 1:
+            raise MisconfigurationException(
+                f"fit takes one training dataloader. Received: {len(loaders)} training dataloaders. "
+                "Fix: combine the datasets (torch.utils.data.ConcatDataset) into one DataLoader."
+            )
+        self.train_dataloader = self._prepare_loader(loaders[0], train=True)
+        self.num_training_batches = num_batches(self.train_dataloader, self.limit_train_batches)
+        self._last_train_reload_epoch = self.state.epoch
+
+    def _load_val_dataloaders(self) -> None:
+        explicit = self._fit_data.get("val")
+        if explicit is not None:
+            loaders = as_loader_list(explicit, "val_dataloaders")
+        else:
+            loaders = self._loaders_from("val", self.lightning_module, self.datamodule)
+        self.val_dataloaders = [self._prepare_loader(dl, train=False) for dl in loaders]
+        self.num_val_batches = [num_batches(dl, self.limit_val_batches) for dl in self.val_dataloaders]
+        self.num_sanity_val_batches = [min(self.num_sanity_val_steps, n) for n in self.num_val_batches]
+
+    def _compute_val_check_batch(self) -> None:
+        interval, n = self.val_check_interval, self.num_training_batches
+        if isinstance(interval, int):
+            if self.check_val_every_n_epoch is not None and n != float("inf") and interval > n:
+                raise MisconfigurationException(
+                    f"val_check_interval ({interval}) is larger than the number of training batches ({n}), so "
+                    f"validation would never run. Received: val_check_interval={interval}. Fix: use a value <= {n}, "
+                    "set check_val_every_n_epoch=None to count batches across epochs, or limit_val_batches=0 to "
+                    "disable validation."
+                )
+            self.val_check_batch = interval
+        elif n == float("inf"):
+            if interval != 1.0:
+                raise MisconfigurationException(
+                    "A fractional val_check_interval needs a training dataloader with a length. "
+                    f"Received: val_check_interval={interval} with an iterable of unknown length. "
+                    "Fix: pass an int number of batches."
+                )
+            self.val_check_batch = float("inf")
+        else:
+            self.val_check_batch = max(1, int(n * interval))
+
+    # --- batches ----------------------------------------------------------------------------
+    def _to_device(self, batch: Any, dataloader_idx: int) -> Any:
+        """on_before_batch_transfer → transfer_batch_to_device → on_after_batch_transfer."""
+        hooks, module, dm = self._hooks, self.lightning_module, self.datamodule
+        if dm is not None and is_overridden("on_before_batch_transfer", dm, LightningDataModule):
+            batch = dm.on_before_batch_transfer(batch, dataloader_idx)
+        if hooks.module_overrides("on_before_batch_transfer"):
+            batch = module.on_before_batch_transfer(batch, dataloader_idx)
+        if hooks.module_overrides("transfer_batch_to_device"):
+            batch = module.transfer_batch_to_device(batch, self._device, dataloader_idx)
+        elif self._device.type != "cpu":
+            batch = move_to_device(batch, self._device)
+        batch = self._precision.convert_input(batch)
+        if hooks.module_overrides("on_after_batch_transfer"):
+            batch = module.on_after_batch_transfer(batch, dataloader_idx)
+        if dm is not None and is_overridden("on_after_batch_transfer", dm, LightningDataModule):
+            batch = dm.on_after_batch_transfer(batch, dataloader_idx)
+        return batch
+
+    def _current_batch_size(self) -> int:
+        if self._batch_size is None:
+            self._batch_size = extract_batch_size(self._current_batch)
+        return self._batch_size
+
+    # --- steps the loops call back into ------------------------------------------------------
+    def _backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        hooks = self._hooks
+        hooks.both("on_before_backward", loss)
+        self.lightning_module.backward(self._precision.scale_loss(loss), *args, **kwargs)
+        hooks.both("on_after_backward")
+
+    def _after_closure(self, optimizer: torch.optim.Optimizer) -> None:
+        """After backward, before the optimizer step: hooks, then gradient clipping."""
+        hooks = self._hooks
+        hooks.both("on_before_optimizer_step", optimizer)
+        if self.gradient_clip_val or hooks.module_overrides("configure_gradient_clipping"):
+            self.lightning_module.configure_gradient_clipping(
+                optimizer, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm=self.gradient_clip_algorithm
+            )
+
+    def _log_metrics(self, metrics: dict[str, torch.Tensor], step: int) -> None:
+        """Send metrics to every logger (the one place logged tensors become floats)."""
+        if not metrics:
+            return
+        values = to_float_dict(metrics)
+        values.setdefault("epoch", float(self.state.epoch))
+        self._logged_metrics.update(values)
+        for logger in self.loggers:
+            logger.log_metrics(values, step=step)
+
+    def _log_hyperparams(self, model: LightningModule, datamodule: Any) -> None:
+        if not self.loggers or not model._log_hyperparams:
+            return
+        params = dict(model.hparams)
+        if datamodule is not None and datamodule._log_hyperparams:
+            params.update(datamodule.hparams)
+        for logger in self.loggers:
+            if params:
+                logger.log_hyperparams(to_plain_hparams(params))
+            logger.log_graph(model)
+            logger.save()
+
+    def _teardown(self, fn: TrainerFn, status: str) -> None:
+        module, stage = self.lightning_module, fn.value
+        for cb in self.callbacks:
+            cb.teardown(self, module, stage)
+        module.teardown(stage)
+        if self.datamodule is not None:
+            self.datamodule.teardown(stage)
+        for logger in self.loggers:
+            logger.finalize(status)
+
+    # ======================================================================================
+    # checkpoints
+    # ======================================================================================
+    def _checkpoint_dict(self, weights_only: bool = False) -> dict[str, Any]:
+        module, s = self.lightning_module, self.state
+        checkpoint: dict[str, Any] = {
+            "epoch": s.epoch,
+            "global_step": s.global_step,
+            "fulmen_version": __version__,
+            "state_dict": module.state_dict(),
+            "resume": s.state_dict(),
+        }
+        if not weights_only:
+            checkpoint["callbacks"] = {cb.state_key: cb.state_dict() for cb in self.callbacks}
+            checkpoint["optimizer_states"] = [o.optimizer.state_dict() for o in self._optimizers]
+            checkpoint["lr_schedulers"] = [c.scheduler.state_dict() for c in self.lr_scheduler_configs]
+            precision_state = self._precision.state_dict()
+            if precision_state:
+                checkpoint["MixedPrecision"] = precision_state
+        if module.hparams:
+            checkpoint["hparams_name"] = "kwargs"
+            checkpoint["hyper_parameters"] = to_plain_hparams(module.hparams)
+        dm = self.datamodule
+        if dm is not None:
+            if dm.hparams:
+                checkpoint["datamodule_hparams_name"] = "kwargs"
+                checkpoint["datamodule_hyper_parameters"] = to_plain_hparams(dm.hparams)
+            dm_state = dm.state_dict()
+            if dm_state:
+                checkpoint[type(dm).__qualname__] = dm_state
+        if not weights_only:
+            for cb in self.callbacks:
+                cb.on_save_checkpoint(self, module, checkpoint)
+        module.on_save_checkpoint(checkpoint)
+        return checkpoint
+
+    def _resolve_ckpt_path(self, fn: TrainerFn, ckpt_path: Any) -> str | None:
+        if ckpt_path is None:
+            return None
+        if ckpt_path == "best":
+            cb = self.checkpoint_callback
+            best = getattr(cb, "best_model_path", "") if cb is not None else ""
+            if not best:
+                raise MisconfigurationException(
+                    'ckpt_path="best" needs a ModelCheckpoint that has saved a best model. '
+                    "Received: no best checkpoint. Fix: fit with a ModelCheckpoint(monitor=...), or pass a path."
+                )
+            return best
+        if ckpt_path == "last":
+            last = self._newest_checkpoint()
+            if last is None:
+                if fn == TrainerFn.FITTING:
+                    warn_once('ckpt_path="last": no checkpoint found for this run; starting from scratch.')
+                    return None
+                raise MisconfigurationException(
+                    'ckpt_path="last" found no checkpoint. Received: ckpt_path="last". Fix: pass a checkpoint path.'
+                )
+            return last
+        return str(ckpt_path)
+
+    def _newest_checkpoint(self) -> str | None:
+        candidates: list[Path] = []
+        for cb in self.checkpoint_callbacks:
+            if getattr(cb, "last_model_path", ""):
+                candidates.append(Path(cb.last_model_path))
+            dirpath = cb.resolve_dirpath(self) if hasattr(cb, "resolve_dirpath") else None
+            if dirpath is not None and Path(dirpath).is_dir():
+                candidates.extend(Path(dirpath).glob("*.ckpt"))
+        existing = [p for p in candidates if p.is_file()]
+        return str(max(existing, key=lambda p: p.stat().st_mtime)) if existing else None
+
+    def _restore(self, path: str, fn: TrainerFn) -> None:
+        module = self.lightning_module
+        checkpoint = load_checkpoint(path, map_location="cpu")
+        module.on_load_checkpoint(checkpoint)
+        module.load_state_dict(checkpoint["state_dict"])
+        dm = self.datamodule
+        if dm is not None and type(dm).__qualname__ in checkpoint:
+            dm.load_state_dict(checkpoint[type(dm).__qualname__])
+        callback_states = checkpoint.get("callbacks") or {}
+        for cb in self.callbacks:
+            cb.on_load_checkpoint(self, module, checkpoint)
+            if cb.state_key in callback_states:
+                cb.load_state_dict(callback_states[cb.state_key])
+        if fn != TrainerFn.FITTING:
+            return
+        if "optimizer_states" not in checkpoint:
+            raise MisconfigurationException(
+                f"{path} holds weights only (saved with save_weights_only=True), so training cannot resume from it. "
+                "Received: no optimizer_states. Fix: load the weights with Model.load_from_checkpoint(path) and call "
+                "fit without ckpt_path."
+            )
+        for opt, state in zip(self._optimizers, checkpoint["optimizer_states"]):
+            opt.optimizer.load_state_dict(state)
+        for config, state in zip(self.lr_scheduler_configs, checkpoint.get("lr_schedulers", [])):
+            config.scheduler.load_state_dict(state)
+        self._precision.load_state_dict(checkpoint.get("MixedPrecision", {}))
+        s = self.state
+        if "resume" in checkpoint:
+            s.load_state_dict(checkpoint["resume"])
+        else:  # a checkpoint from another tool: assume it was saved at the end of its epoch
+            s.epoch, s.global_step, s.epoch_finished = checkpoint.get("epoch", 0), checkpoint.get("global_step", 0), True
+            s.log_step = s.global_step
+        if s.epoch_finished:
+            s.epoch, s.batches_done, s.epoch_finished = s.epoch + 1, 0, False
