@@ -50,6 +50,7 @@ def parse_accelerator(accelerator: Any) -> str:
 def parse_devices(devices: Any, accelerator: str) -> list[int]:
     """Device indices for this machine; `devices` is "auto", an int, a list, or a string like "0,1"."""
     available = _available(accelerator)
+    given = devices  # for the error messages: `devices` is rewritten below
     if devices == "auto" or devices == -1 or devices == "-1":
         return list(range(available)) if accelerator == "cuda" else [0]
     if isinstance(devices, str):
@@ -63,13 +64,13 @@ def parse_devices(devices: Any, accelerator: str) -> list[int]:
         indices = list(devices)
     else:
         raise MisconfigurationException(
-            f"`devices` must be a positive int, a list of device indices, or 'auto'. Received: devices={devices!r}. "
+            f"`devices` must be a positive int, a list of device indices, or 'auto'. Received: devices={given!r}. "
             "Fix: e.g. devices=1, devices=[0], devices='auto'."
         )
     if accelerator != "cpu" and max(indices) >= available:
         raise MisconfigurationException(
             f"Asked for {accelerator} devices {indices}, but this machine has {available}. "
-            f"Received: devices={devices!r}. Fix: use at most {available} device(s), or devices='auto'."
+            f"Received: devices={given!r}. Fix: use at most {available} device(s), or devices='auto'."
         )
     return indices
 

@@ -5,6 +5,7 @@ counting and limiting batches, and rebuilding a DataLoader with another sampler.
 from __future__ import annotations
 
 import dataclasses
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -19,7 +20,10 @@ def apply_to_tensors(data: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
     if isinstance(data, torch.Tensor):
         return fn(data)
     if isinstance(data, Mapping):
-        return type(data)({k: apply_to_tensors(v, fn) for k, v in data.items()})  # type: ignore[call-arg]
+        items = {k: apply_to_tensors(v, fn) for k, v in data.items()}
+        if isinstance(data, defaultdict):  # its constructor takes the default factory first
+            return type(data)(data.default_factory, items)
+        return type(data)(items)  # type: ignore[call-arg]
     if isinstance(data, tuple) and hasattr(data, "_fields"):  # namedtuple
         return type(data)(*(apply_to_tensors(v, fn) for v in data))
     if isinstance(data, (list, tuple)):

@@ -59,6 +59,12 @@ class LightningDataModule(HyperparametersMixin):
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         return batch
 
+    def transfer_batch_to_device(self, batch: Any, device: Any, dataloader_idx: int) -> Any:
+        """Move `batch` to `device`; when overridden here, used instead of the module's (as in Lightning)."""
+        from fulmen.data import move_to_device
+
+        return move_to_device(batch, device)
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         return batch
 

@@ -34,19 +34,22 @@ class AttributeDict(dict):
 
 
 def collect_init_args(frame: Any, obj: object) -> dict[str, Any]:
-    """The arguments of every `__init__` of `obj` on the stack, innermost last (child wins)."""
+    """The named arguments (and **kwargs) of every `__init__` of `obj` on the stack; the child class wins.
+
+    Positional *args have no names to store, so, as in Lightning, they are not collected.
+    """
     frames = []
     while frame is not None:
-        if frame.f_code.co_name == "__init__" and frame.f_locals.get("self") is obj:
+        code = frame.f_code
+        # The instance is __init__'s first parameter, whatever it is named (`self`, `s`, ...).
+        if code.co_name == "__init__" and code.co_argcount and frame.f_locals.get(code.co_varnames[0]) is obj:
             frames.append(frame)
         frame = frame.f_back
     collected: dict[str, Any] = {}
-    for f in reversed(frames):  # outermost (the child class) last, so it overrides parents
+    for f in frames:  # innermost first; outermost (the child class) last, so it overrides parents
         info = inspect.getargvalues(f)
         for name in info.args[1:]:
             collected[name] = info.locals[name]
-        if info.varargs and info.locals.get(info.varargs):
-            collected[info.varargs] = info.locals[info.varargs]
         if info.keywords:
             collected.update(info.locals.get(info.keywords) or {})
     return collected

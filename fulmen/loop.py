@@ -43,6 +43,7 @@ _STOP_EPOCH = -1  # what on_train_batch_start returns to end the epoch early
 # ==========================================================================================
 def run_fit(trainer: Trainer) -> None:
     hooks = trainer._hooks
+    _warn_eval_modules(trainer.lightning_module)
     hooks.both("on_fit_start")
     if trainer._val_enabled and trainer.num_sanity_val_steps > 0 and trainer.state.global_step == 0:
         run_sanity_check(trainer)
@@ -54,6 +55,16 @@ def run_fit(trainer: Trainer) -> None:
         run_train_epoch(trainer)
     hooks.both("on_train_end")
     hooks.both("on_fit_end")
+
+
+def _warn_eval_modules(module: torch.nn.Module) -> None:
+    """As in Lightning, fit keeps each submodule's mode; say so when some are in eval mode."""
+    in_eval = [name or type(module).__name__ for name, m in module.named_modules() if not m.training]
+    if in_eval:
+        warn_once(
+            f"{len(in_eval)} module(s) are in eval mode at the start of training (e.g. {in_eval[:3]}), so dropout "
+            "and batch norm behave as in evaluation. Fix: call model.train() before fit unless this is intended."
+        )
 
 
 def _min_reached(trainer: Trainer) -> bool:
@@ -126,16 +137,19 @@ def run_train_epoch(trainer: Trainer) -> None:
     limit = trainer.num_training_batches
     stop = None if limit == float("inf") else int(limit)
     validated_at_end = False
+    log_at = s.log_step
     # A resumed epoch skips the batches it already trained on.
     for batch_idx, batch in itertools.islice(enumerate(loader), s.batches_done, stop):
+        # As in Lightning, validation after a batch logs at that batch's step, not the next one.
+        log_at = s.log_step
         if run_train_batch(trainer, results, batch, batch_idx) == _STOP_EPOCH:
             break
         is_last = batch_idx + 1 == limit
-        validated_at_end = _maybe_validate(trainer, batch_idx, is_last)
+        validated_at_end = _maybe_validate(trainer, batch_idx, is_last, log_at)
         if _max_steps_reached(trainer) or _stop_requested(trainer):
             break
     if trainer.val_check_batch == float("inf") and not validated_at_end and _validation_due_this_epoch(trainer):
-        run_evaluation(trainer, RunningStage.VALIDATING)  # an iterable without length: validate at its end
+        run_evaluation(trainer, RunningStage.VALIDATING, log_at)  # an iterable without length: validate at its end
     _end_train_epoch(trainer, results)
 
 
@@ -188,7 +202,8 @@ def run_train_batch(trainer: Trainer, results: Results, batch: Any, batch_idx: i
 
     hooks.both("on_train_batch_end", outputs, batch, batch_idx)
     trainer._in_batch = False
-    if should_log or s.should_stop:
+    # Not on a batch that only accumulates gradients: its step is logged by the batch that steps.
+    if (should_log and stepped) or s.should_stop:
         trainer._log_metrics(results.view("logger", fresh_only=True), step=log_at)
     return None
 
@@ -203,6 +218,11 @@ def _automatic_step(trainer: Trainer, batch: Any, batch_idx: int) -> Any:
         module.optimizer_step(trainer.state.epoch, batch_idx, optimizer, closure)
     else:
         closure()
+    if window_done:
+        # As in Lightning, each completed window is one step, whether or not an overridden
+        # optimizer_step really stepped, and also with no optimizer at all (configure_optimizers
+        # returned None): max_steps, "step" schedulers and logging follow windows.
+        trainer.state.global_step += 1
     return closure.outputs
 
 
@@ -282,7 +302,13 @@ def _validation_due_this_epoch(trainer: Trainer) -> bool:
     return trainer._val_enabled and (every is None or (trainer.state.epoch + 1) % every == 0)
 
 
-def _maybe_validate(trainer: Trainer, batch_idx: int, is_last: bool) -> bool:
+def _accumulating(trainer: Trainer) -> bool:
+    """Whether an accumulation window is open: its gradients must survive a validation run."""
+    done, n = trainer.state.batches_done, trainer.accumulate_grad_batches
+    return trainer.lightning_module.automatic_optimization and done % n != 0 and done != trainer.num_training_batches
+
+
+def _maybe_validate(trainer: Trainer, batch_idx: int, is_last: bool, log_at: int) -> bool:
     """Run validation if this batch is a validation point; return whether it ran."""
     if not trainer._val_enabled:
         return False
@@ -290,9 +316,10 @@ def _maybe_validate(trainer: Trainer, batch_idx: int, is_last: bool) -> bool:
     if not _validation_due_this_epoch(trainer) or trainer.val_check_batch == float("inf"):
         return False
     counter = s.batches_total if trainer.check_val_every_n_epoch is None else batch_idx + 1
-    if counter % trainer.val_check_batch != 0:
+    # As in Lightning, a batch that stops training early (should_stop, min_* reached) also validates.
+    if counter % trainer.val_check_batch != 0 and not (s.should_stop and _min_reached(trainer)):
         return False
-    run_evaluation(trainer, RunningStage.VALIDATING)
+    run_evaluation(trainer, RunningStage.VALIDATING, log_at)
     return is_last
 
 
@@ -312,12 +339,16 @@ def _grad_context(trainer: Trainer) -> Any:
     return torch.inference_mode() if trainer.inference_mode else torch.no_grad()
 
 
-def run_evaluation(trainer: Trainer, stage: RunningStage) -> list[dict[str, float]]:
-    """Validate (also for the sanity check) or test; return one dict of metrics per dataloader."""
+def run_evaluation(trainer: Trainer, stage: RunningStage, log_at: int | None = None) -> list[dict[str, float]]:
+    """Validate (also for the sanity check) or test; return one dict of metrics per dataloader.
+
+    Metrics go to the loggers at step `log_at` (validation during fit: the step of the training
+    batch just run), or else at the current logging step.
+    """
     s, hooks, module = trainer.state, trainer._hooks, trainer.lightning_module
     testing = stage == RunningStage.TESTING
     name = "test" if testing else "validation"
-    loaders = trainer.test_dataloaders if testing else trainer.val_dataloaders
+    loaders = trainer._test_loaders if testing else trainer._val_loaders
     limits = (
         trainer.num_test_batches if testing
         else trainer.num_sanity_val_batches if stage == RunningStage.SANITY_CHECKING
@@ -329,7 +360,7 @@ def run_evaluation(trainer: Trainer, stage: RunningStage) -> list[dict[str, floa
     results = trainer._results = Results()
     trainer._num_eval_loaders = len(loaders)
     modes = _module_modes(module)
-    if stage == RunningStage.VALIDATING and s.fn == "fit":
+    if stage == RunningStage.VALIDATING and s.fn == "fit" and not _accumulating(trainer):
         module.on_validation_model_zero_grad()
     getattr(module, f"on_{name}_model_eval")()
     hooks.both(f"on_{name}_start")
@@ -355,7 +386,7 @@ def run_evaluation(trainer: Trainer, stage: RunningStage) -> list[dict[str, floa
     if stage != RunningStage.SANITY_CHECKING:
         trainer._callback_metrics.update(metrics)
         trainer._progress_bar_metrics.update(results.view("prog_bar"))
-        trainer._log_metrics(results.view("logger"), step=s.log_step)
+        trainer._log_metrics(results.view("logger"), step=s.log_step if log_at is None else log_at)
     hooks.both(f"on_{name}_end")
     _restore_modes(modes)
     getattr(module, f"on_{name}_model_train")()
@@ -397,7 +428,7 @@ def print_results(stage: RunningStage, results: list[dict[str, float]]) -> None:
 # ==========================================================================================
 def run_predict(trainer: Trainer, return_predictions: bool) -> list[Any] | None:
     s, hooks, module = trainer.state, trainer._hooks, trainer.lightning_module
-    loaders = trainer.predict_dataloaders
+    loaders = trainer._predict_loaders
     s.stage = RunningStage.PREDICTING
     modes = _module_modes(module)
     module.on_predict_model_eval()

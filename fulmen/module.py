@@ -343,7 +343,7 @@ class LightningModule(HyperparametersMixin, nn.Module):
         model.load_state_dict(checkpoint["state_dict"], strict=True if strict is None else strict)
         if map_location is not None and not callable(map_location) and not isinstance(map_location, dict):
             model.to(map_location)
-        return model.eval()
+        return model
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Add to or change the checkpoint dict before it is written."""

@@ -42,8 +42,8 @@ class LRSchedulerConfig:
 
 
 class LightningOptimizer:
-    """Wraps a torch optimizer so that `step` goes through the Trainer's precision and counts
-    `global_step`. Every other attribute is the wrapped optimizer's."""
+    """Wraps a torch optimizer so that `step` goes through the Trainer's precision and, under
+    manual optimization, counts `global_step`. Every other attribute is the wrapped optimizer's."""
 
     def __init__(self, optimizer: Optimizer, trainer: Trainer):
         self.optimizer = optimizer
@@ -58,7 +58,8 @@ class LightningOptimizer:
     def step(self, closure: Callable[[], Any] | None = None, **kwargs: Any) -> Any:
         trainer = self._trainer
         result = trainer._precision.optimizer_step(self.optimizer, closure, trainer._after_closure, **kwargs)
-        trainer.state.global_step += 1
+        if not trainer.lightning_module.automatic_optimization:
+            trainer.state.global_step += 1  # manual: every step() counts; automatic: the loop counts windows
         return result
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -145,26 +146,28 @@ def parse_optimizers(output: Any) -> tuple[list[Optimizer], list[LRSchedulerConf
     if output is None:
         warn_once("configure_optimizers returned None: training steps will run without an optimizer step.")
         return [], []
+    # A string is a Sequence too; "ab" must not read as ([optimizers], [schedulers]).
+    is_list = isinstance(output, Sequence) and not isinstance(output, (str, bytes))
     if isinstance(output, Optimizer):
         optimizers = [output]
     elif isinstance(output, Mapping):
         opt, configs = _from_dict(output)
         optimizers = [opt]
     elif (
-        isinstance(output, Sequence) and len(output) == 2 and isinstance(output[0], Sequence)
-        and not isinstance(output[0], Mapping)
+        is_list and len(output) == 2 and isinstance(output[0], Sequence)
+        and not isinstance(output[0], (Mapping, str, bytes))
     ):
         optimizers = list(output[0])
         schedulers = output[1] if isinstance(output[1], Sequence) else [output[1]]
         configs = [_scheduler_config(s) for s in schedulers]
-    elif isinstance(output, Sequence) and output and all(isinstance(o, Mapping) for o in output):
+    elif is_list and output and all(isinstance(o, Mapping) for o in output):
         optimizers = []
         for item in output:
             opt, item_configs = _from_dict(item)
             optimizers.append(opt)
             configs.extend(item_configs)
-    elif isinstance(output, Sequence) and output and all(isinstance(o, Optimizer) for o in output):
-        optimizers = list(output)
+    elif is_list and output and not any(isinstance(o, Mapping) for o in output):
+        optimizers = list(output)  # a non-optimizer item is named by the check below
     else:
         raise MisconfigurationException(
             f"configure_optimizers returned something fulmen cannot use. Received: {type(output).__name__} "
@@ -180,7 +183,9 @@ def parse_optimizers(output: Any) -> tuple[list[Optimizer], list[LRSchedulerConf
         if config.scheduler.optimizer not in optimizers:
             raise MisconfigurationException(
                 f"The scheduler {type(config.scheduler).__name__} steps an optimizer that "
-                "configure_optimizers did not return. Fix: build the scheduler on a returned optimizer."
+                "configure_optimizers did not return. Received: a scheduler built on a "
+                f"{type(config.scheduler.optimizer).__name__} that is not among the returned optimizers. "
+                "Fix: build the scheduler on a returned optimizer."
             )
     return optimizers, configs
 
@@ -192,6 +197,8 @@ def step_schedulers(trainer: Trainer, interval: str, count: int) -> None:
     Plateau schedulers get their monitored value from `trainer.callback_metrics`.
     """
     module = trainer.lightning_module
+    if not module.automatic_optimization:
+        return  # as in Lightning: under manual optimization the user steps the schedulers
     for config in trainer.lr_scheduler_configs:
         if config.interval != interval or count % config.frequency:
             continue

@@ -67,6 +67,12 @@ def _parse_max_time(max_time: Any) -> float | None:
     )
 
 
+def _one_or_list(loaders: list[Any]) -> Any:
+    if not loaders:
+        return None
+    return loaders[0] if len(loaders) == 1 else loaders
+
+
 class Trainer:
     """Runs fit, validate, test and predict for a `LightningModule`.
 
@@ -237,9 +243,9 @@ class Trainer:
         self.lr_scheduler_configs: list[LRSchedulerConfig] = []
         self._hooks: HookDispatch | None = None
         self.train_dataloader: Any = None
-        self.val_dataloaders: list[Any] = []
-        self.test_dataloaders: list[Any] = []
-        self.predict_dataloaders: list[Any] = []
+        self._val_loaders: list[Any] = []
+        self._test_loaders: list[Any] = []
+        self._predict_loaders: list[Any] = []
         self.num_training_batches: int | float = 0
         self.num_val_batches: list[int | float] = []
         self.num_sanity_val_batches: list[int | float] = []
@@ -432,9 +438,17 @@ class Trainer:
         return [c.scheduler for c in self.lr_scheduler_configs]
 
     @property
-    def val_dataloader(self) -> Any:
-        """Alias of `val_dataloaders` for Lightning 1.x-style code."""
-        return self.val_dataloaders
+    def val_dataloaders(self) -> Any:
+        """The validation dataloader in use (a list when there are several), as it was passed."""
+        return _one_or_list(self._val_loaders)
+
+    @property
+    def test_dataloaders(self) -> Any:
+        return _one_or_list(self._test_loaders)
+
+    @property
+    def predict_dataloaders(self) -> Any:
+        return _one_or_list(self._predict_loaders)
 
     @property
     def ckpt_path(self) -> str | None:
@@ -624,6 +638,11 @@ class Trainer:
         model.to(self._device)
         if fn == TrainerFn.FITTING:
             self._check_fit_model(model)
+        # As in Lightning: weights and callback states are restored before configure_optimizers
+        # (which may depend on them), the optimizer and loop state after it.
+        self._ckpt_path = self._resolve_ckpt_path(fn, ckpt_path)
+        checkpoint = self._restore(self._ckpt_path) if self._ckpt_path is not None else None
+        if fn == TrainerFn.FITTING:
             optimizers, self.lr_scheduler_configs = parse_optimizers(model.configure_optimizers())
             if model.automatic_optimization and len(optimizers) > 1:
                 raise MisconfigurationException(
@@ -634,9 +653,8 @@ class Trainer:
             self._optimizers = [LightningOptimizer(o, self) for o in optimizers]
         self._hooks = HookDispatch(self, model, self.callbacks)
         self._setup_dataloaders(fn, model, datamodule, data)
-        self._ckpt_path = self._resolve_ckpt_path(fn, ckpt_path)
-        if self._ckpt_path is not None:
-            self._restore(self._ckpt_path, fn)
+        if checkpoint is not None and fn == TrainerFn.FITTING:
+            self._restore_training_state(checkpoint, self._ckpt_path)
         self._log_hyperparams(model, datamodule)
 
     def _check_fit_model(self, model: LightningModule) -> None:
@@ -704,12 +722,12 @@ class Trainer:
         if fn == TrainerFn.FITTING:
             self._load_train_dataloader()
             self._load_val_dataloaders()
-            self._val_enabled = bool(self.val_dataloaders) and self.limit_val_batches != 0
+            self._val_enabled = bool(self._val_loaders) and self.limit_val_batches != 0
             has_step = is_overridden("validation_step", model, LightningModule)
-            if has_step and not self.val_dataloaders:
+            if has_step and not self._val_loaders:
                 warn_once("validation_step is defined but there is no validation data, so validation is skipped. "
                           "Fix: pass val_dataloaders to fit, or define val_dataloader().")
-            elif self.val_dataloaders and not has_step:
+            elif self._val_loaders and not has_step:
                 warn_once("Validation data was given but the model has no validation_step, so validation is skipped. "
                           "Fix: define validation_step(self, batch, batch_idx).")
             self._val_enabled = self._val_enabled and has_step
@@ -733,9 +751,9 @@ class Trainer:
             limit = self.limit_val_batches if kind == "val" else self.limit_test_batches
             counts = [num_batches(dl, limit) for dl in loaders]
             if kind == "val":
-                self.val_dataloaders, self.num_val_batches = loaders, counts
+                self._val_loaders, self.num_val_batches = loaders, counts
             else:
-                self.test_dataloaders, self.num_test_batches = loaders, counts
+                self._test_loaders, self.num_test_batches = loaders, counts
         else:
             explicit = data.get("predict")
             loaders = as_loader_list(explicit, "dataloaders") if explicit is not None else self._loaders_from("predict", model, datamodule)
@@ -744,8 +762,8 @@ class Trainer:
                     "trainer.predict() found no data. Received: dataloaders=None and no predict_dataloader(). "
                     "Fix: trainer.predict(model, dataloaders=DataLoader(...))."
                 )
-            self.predict_dataloaders = [self._prepare_loader(dl, train=False) for dl in loaders]
-            self.num_predict_batches = [num_batches(dl, self.limit_predict_batches) for dl in self.predict_dataloaders]
+            self._predict_loaders = [self._prepare_loader(dl, train=False) for dl in loaders]
+            self.num_predict_batches = [num_batches(dl, self.limit_predict_batches) for dl in self._predict_loaders]
 
     def _load_train_dataloader(self) -> None:
         explicit = self._fit_data.get("train")
@@ -773,8 +791,8 @@ class Trainer:
             loaders = as_loader_list(explicit, "val_dataloaders")
         else:
             loaders = self._loaders_from("val", self.lightning_module, self.datamodule)
-        self.val_dataloaders = [self._prepare_loader(dl, train=False) for dl in loaders]
-        self.num_val_batches = [num_batches(dl, self.limit_val_batches) for dl in self.val_dataloaders]
+        self._val_loaders = [self._prepare_loader(dl, train=False) for dl in loaders]
+        self.num_val_batches = [num_batches(dl, self.limit_val_batches) for dl in self._val_loaders]
         self.num_sanity_val_batches = [min(self.num_sanity_val_steps, n) for n in self.num_val_batches]
 
     def _compute_val_check_batch(self) -> None:
@@ -802,21 +820,30 @@ class Trainer:
     # --- batches ----------------------------------------------------------------------------
     def _to_device(self, batch: Any, dataloader_idx: int) -> Any:
         """on_before_batch_transfer → transfer_batch_to_device → on_after_batch_transfer."""
-        hooks, module, dm = self._hooks, self.lightning_module, self.datamodule
-        if dm is not None and is_overridden("on_before_batch_transfer", dm, LightningDataModule):
-            batch = dm.on_before_batch_transfer(batch, dataloader_idx)
-        if hooks.module_overrides("on_before_batch_transfer"):
-            batch = module.on_before_batch_transfer(batch, dataloader_idx)
-        if hooks.module_overrides("transfer_batch_to_device"):
-            batch = module.transfer_batch_to_device(batch, self._device, dataloader_idx)
+        before = self._batch_hook_owner("on_before_batch_transfer")
+        if before is not None:
+            batch = before.on_before_batch_transfer(batch, dataloader_idx)
+        transfer = self._batch_hook_owner("transfer_batch_to_device")
+        if transfer is not None:
+            batch = transfer.transfer_batch_to_device(batch, self._device, dataloader_idx)
         elif self._device.type != "cpu":
             batch = move_to_device(batch, self._device)
         batch = self._precision.convert_input(batch)
-        if hooks.module_overrides("on_after_batch_transfer"):
-            batch = module.on_after_batch_transfer(batch, dataloader_idx)
-        if dm is not None and is_overridden("on_after_batch_transfer", dm, LightningDataModule):
-            batch = dm.on_after_batch_transfer(batch, dataloader_idx)
+        after = self._batch_hook_owner("on_after_batch_transfer")
+        if after is not None:
+            batch = after.on_after_batch_transfer(batch, dataloader_idx)
         return batch
+
+    def _batch_hook_owner(self, name: str) -> Any:
+        """Who runs batch-transfer hook `name`: as in Lightning, the datamodule when it overrides it
+        (even if the module does too), else the module when it does, else nobody."""
+        dm, module_has = self.datamodule, self._hooks.module_overrides(name)
+        if dm is not None and is_overridden(name, dm, LightningDataModule):
+            if module_has:
+                warn_once(f"{name} is overridden in both the LightningModule and the LightningDataModule; "
+                          "the LightningDataModule's is used. Fix: keep only one of them.")
+            return dm
+        return self.lightning_module if module_has else None
 
     def _current_batch_size(self) -> int:
         if self._batch_size is None:
@@ -843,9 +870,11 @@ class Trainer:
         """Send metrics to every logger (the one place logged tensors become floats)."""
         if not metrics:
             return
-        values = to_float_dict(metrics)
-        values.setdefault("epoch", float(self.state.epoch))
+        values: dict[str, Any] = to_float_dict(metrics)
         self._logged_metrics.update(values)
+        # As in Lightning: loggers also get the epoch (an int, so CSV shows "1", not "1.0"),
+        # but logged_metrics holds only what the module logged.
+        values.setdefault("epoch", self.state.epoch)
         for logger in self.loggers:
             logger.log_metrics(values, step=step)
 
@@ -942,7 +971,8 @@ class Trainer:
         existing = [p for p in candidates if p.is_file()]
         return str(max(existing, key=lambda p: p.stat().st_mtime)) if existing else None
 
-    def _restore(self, path: str, fn: TrainerFn) -> None:
+    def _restore(self, path: str) -> dict[str, Any]:
+        """Load `path` into the module, datamodule and callbacks; return the checkpoint."""
         module = self.lightning_module
         checkpoint = load_checkpoint(path, map_location="cpu")
         module.on_load_checkpoint(checkpoint)
@@ -955,8 +985,10 @@ class Trainer:
             cb.on_load_checkpoint(self, module, checkpoint)
             if cb.state_key in callback_states:
                 cb.load_state_dict(callback_states[cb.state_key])
-        if fn != TrainerFn.FITTING:
-            return
+        return checkpoint
+
+    def _restore_training_state(self, checkpoint: dict[str, Any], path: str) -> None:
+        """Optimizers, schedulers, precision and the resume point, once the optimizers exist."""
         if "optimizer_states" not in checkpoint:
             raise MisconfigurationException(
                 f"{path} holds weights only (saved with save_weights_only=True), so training cannot resume from it. "
