@@ -1,12 +1,12 @@
-"""Batches and dataloaders: moving nested batches to a device, finding the batch size,
-counting and limiting batches, and rebuilding a DataLoader with another sampler.
+"""Batches and dataloaders: moving nested batches to a device (prefetched on CUDA), finding
+the batch size, counting and limiting batches, and rebuilding a DataLoader with another sampler.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -171,3 +171,44 @@ def set_sampler_epoch(loader: Any, epoch: int) -> None:
     inner = getattr(batch_sampler, "sampler", None)
     if inner is not None and callable(getattr(inner, "set_epoch", None)):
         inner.set_epoch(epoch)
+
+
+def prefetch(
+    batches: Iterable[tuple[int, Any]], transfer: Callable[[Any], Any], stream: Any = None
+) -> Iterator[tuple[int, Any]]:
+    """Yield `(index, transfer(batch))`, moving batch i+1 before batch i is handed out.
+
+    With a CUDA `stream`, each transfer is issued on that side stream, so the host→device copy of
+    the next batch overlaps the current step's kernels; the compute stream waits for the copy
+    before it uses the batch. Without a stream (CPU) the order and contents are the same, only
+    nothing overlaps.
+    """
+    iterator = iter(batches)
+
+    def fetch() -> tuple[int, Any] | None:
+        try:
+            index, batch = next(iterator)
+        except StopIteration:
+            return None
+        if stream is None:
+            return index, transfer(batch)
+        with torch.cuda.stream(stream):
+            return index, transfer(batch)
+
+    pending = fetch()
+    while pending is not None:
+        index, batch = pending
+        if stream is not None:
+            compute = torch.cuda.current_stream(stream.device)
+            compute.wait_stream(stream)
+
+            def keep_alive(t: Any) -> Any:
+                # The copy was allocated on the side stream; tell the allocator the compute
+                # stream uses it too, so its memory is not reused while kernels still read it.
+                if isinstance(t, torch.Tensor) and t.is_cuda:
+                    t.record_stream(compute)
+                return t
+
+            apply_to_tensors(batch, keep_alive)
+        pending = fetch()
+        yield index, batch

@@ -56,6 +56,8 @@ class HookDispatch:
         self._module_overrides = {
             name for name in vars(LightningModule) if is_overridden(name, module, LightningModule)
         }
+        # Training-step outputs are built only for someone who reads them in on_train_batch_end.
+        self.wants_batch_outputs = self.overridden("on_train_batch_end")
 
     def overridden(self, name: str) -> bool:
         """Whether any callback or the module overrides hook `name`."""

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from fulmen.data import set_sampler_epoch
+from fulmen.data import prefetch, set_sampler_epoch
 from fulmen.errors import MisconfigurationException, warn_once
 from fulmen.logging import Results, to_float_dict
 from fulmen.optim import step_schedulers
@@ -139,7 +139,7 @@ def run_train_epoch(trainer: Trainer) -> None:
     validated_at_end = False
     log_at = s.log_step
     # A resumed epoch skips the batches it already trained on.
-    for batch_idx, batch in itertools.islice(enumerate(loader), s.batches_done, stop):
+    for batch_idx, batch in _device_batches(trainer, loader, 0, s.batches_done, stop):
         # As in Lightning, validation after a batch logs at that batch's step, not the next one.
         log_at = s.log_step
         if run_train_batch(trainer, results, batch, batch_idx) == _STOP_EPOCH:
@@ -171,11 +171,25 @@ def _end_train_epoch(trainer: Trainer, results: Results) -> None:
     s.epoch, s.batches_done, s.epoch_finished = s.epoch + 1, 0, False
 
 
+def _device_batches(
+    trainer: Trainer, loader: Any, dataloader_idx: int, start: int, stop: int | None
+) -> Iterator[tuple[int, Any]]:
+    """`(batch_idx, batch)` for batches start..stop of `loader`, each through the transfer hooks.
+
+    On CUDA the next batch's copy runs on a side stream while the current step computes, so its
+    transfer hooks run one batch ahead; elsewhere they run right before each batch, in Lightning's order.
+    """
+    batches = itertools.islice(enumerate(loader), start, stop)
+    stream = torch.cuda.Stream(trainer.device) if trainer.device.type == "cuda" else None
+    if stream is not None:
+        return prefetch(batches, lambda batch: trainer._to_device(batch, dataloader_idx), stream)
+    return ((i, trainer._to_device(batch, dataloader_idx)) for i, batch in batches)
+
+
 def run_train_batch(trainer: Trainer, results: Results, batch: Any, batch_idx: int) -> int | None:
     s, hooks, module = trainer.state, trainer._hooks, trainer.lightning_module
     trainer._in_batch, trainer._current_batch, trainer._batch_size = True, batch, None
     results.batch_counter += 1
-    batch = trainer._to_device(batch, 0)
     hooks.callbacks("on_train_batch_start", batch, batch_idx)
     if hooks.module_overrides("on_train_batch_start") and module.on_train_batch_start(batch, batch_idx) == -1:
         trainer._in_batch = False
@@ -245,7 +259,8 @@ class _TrainingStep:
         with trainer._precision.forward_context():
             output = module.training_step(self.batch, self.batch_idx)
         loss = _loss_from(output, module)
-        self.outputs = None if loss is None else _outputs_dict(output, loss)
+        if loss is not None and hooks.wants_batch_outputs:  # detaching costs a tensor per step: only on demand
+            self.outputs = _outputs_dict(output, loss)
         if self.zero_grad and self.optimizer is not None:
             hooks.both("on_before_zero_grad", self.optimizer)
             module.optimizer_zero_grad(trainer.state.epoch, self.batch_idx, self.optimizer)
@@ -371,10 +386,9 @@ def run_evaluation(trainer: Trainer, stage: RunningStage, log_at: int | None = N
             trainer._dataloader_idx = dl_idx
             extra = (dl_idx,) if len(loaders) > 1 else ()
             stop = None if limits[dl_idx] == float("inf") else int(limits[dl_idx])
-            for batch_idx, batch in itertools.islice(enumerate(loader), stop):
+            for batch_idx, batch in _device_batches(trainer, loader, dl_idx, 0, stop):
                 trainer._in_batch, trainer._current_batch, trainer._batch_size = True, batch, None
                 results.batch_counter += 1
-                batch = trainer._to_device(batch, dl_idx)
                 hooks.both(batch_start, batch, batch_idx, dl_idx)
                 with trainer._precision.forward_context():
                     output = step_fn(batch, batch_idx, *extra)
@@ -440,8 +454,7 @@ def run_predict(trainer: Trainer, return_predictions: bool) -> list[Any] | None:
             extra = (dl_idx,) if len(loaders) > 1 else ()
             limit = trainer.num_predict_batches[dl_idx]
             stop = None if limit == float("inf") else int(limit)
-            for batch_idx, batch in itertools.islice(enumerate(loader), stop):
-                batch = trainer._to_device(batch, dl_idx)
+            for batch_idx, batch in _device_batches(trainer, loader, dl_idx, 0, stop):
                 hooks.both("on_predict_batch_start", batch, batch_idx, dl_idx)
                 with trainer._precision.forward_context():
                     prediction = module.predict_step(batch, batch_idx, *extra)

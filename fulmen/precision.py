@@ -22,8 +22,15 @@ _ALIASES = {
     "16": "16-mixed", "16-mixed": "16-mixed", "bf16": "bf16-mixed", "bf16-mixed": "bf16-mixed",
     "16-true": "16-true", "bf16-true": "bf16-true",
 }
+_NO_CONTEXT = contextlib.nullcontext()  # reusable: one object instead of one per step
 _TRUE_DTYPES = {"64-true": torch.float64, "16-true": torch.float16, "bf16-true": torch.bfloat16}
 _MIXED_DTYPES = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
+
+
+def _calls_closure_once(optimizer: Optimizer) -> bool:
+    """torch's built-in optimizers, except LBFGS, call a closure exactly once, before updating."""
+    cls = type(optimizer)
+    return cls.__module__.startswith("torch.optim.") and not issubclass(cls, torch.optim.LBFGS)
 
 
 def parse_precision(value: Any) -> str:
@@ -61,7 +68,7 @@ class Precision:
     def forward_context(self) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is not None:
             return torch.autocast(self.device.type, dtype=self.autocast_dtype)
-        return contextlib.nullcontext()
+        return _NO_CONTEXT
 
     def scale_loss(self, loss: torch.Tensor) -> torch.Tensor:
         return self.scaler.scale(loss) if self.scaler is not None else loss
@@ -72,6 +79,14 @@ class Precision:
     ) -> Any:
         """Run `closure` (forward + backward), then `after_closure` (hooks, clipping), then step."""
         if self.scaler is None:
+            if closure is not None and _calls_closure_once(optimizer):
+                # Same effect as step(closure) for torch's own optimizers, minus the closure plumbing
+                # (nested grad-mode switches) on every step: the hot path of a small model.
+                result = closure()
+                after_closure(optimizer)
+                optimizer.step(**kwargs)
+                return result
+
             def closure_then_hooks() -> Any:
                 result = closure() if closure is not None else None
                 after_closure(optimizer)

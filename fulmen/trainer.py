@@ -67,6 +67,19 @@ def _parse_max_time(max_time: Any) -> float | None:
     )
 
 
+def _unwrap_compiled(model: Any) -> Any:
+    """`fit(torch.compile(model))`: train the LightningModule inside, its calls compiled the same way.
+
+    The Trainer needs the module itself (its hooks, its clean state_dict keys without an
+    `_orig_mod.` prefix); compiling its `__call__` in place keeps the speed-up of compilation.
+    """
+    inner, compile_like = getattr(model, "_orig_mod", None), getattr(model, "dynamo_ctx", None)
+    if not isinstance(inner, LightningModule) or compile_like is None:
+        return model
+    inner._compiled_call_impl = compile_like(inner._call_impl)
+    return inner
+
+
 def _one_or_list(loaders: list[Any]) -> Any:
     if not loaders:
         return None
@@ -242,6 +255,7 @@ class Trainer:
         self._optimizers: list[LightningOptimizer] = []
         self.lr_scheduler_configs: list[LRSchedulerConfig] = []
         self._hooks: HookDispatch | None = None
+        self._transfer_hooks: tuple[Any, Any, Any] = (None, None, None)
         self.train_dataloader: Any = None
         self._val_loaders: list[Any] = []
         self._test_loaders: list[Any] = []
@@ -573,6 +587,7 @@ class Trainer:
         self, fn: TrainerFn, model: LightningModule, datamodule: LightningDataModule | None, ckpt_path: Any,
         **kwargs: Any,
     ) -> Any:
+        model = _unwrap_compiled(model)
         self._check_model(model)
         if datamodule is not None and not isinstance(datamodule, LightningDataModule):
             raise MisconfigurationException(
@@ -652,6 +667,10 @@ class Trainer:
                 )
             self._optimizers = [LightningOptimizer(o, self) for o in optimizers]
         self._hooks = HookDispatch(self, model, self.callbacks)
+        self._transfer_hooks = tuple(
+            self._batch_hook(name)
+            for name in ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
+        )
         self._setup_dataloaders(fn, model, datamodule, data)
         if checkpoint is not None and fn == TrainerFn.FITTING:
             self._restore_training_state(checkpoint, self._ckpt_path)
@@ -709,6 +728,9 @@ class Trainer:
     def _prepare_loader(self, loader: Any, train: bool) -> Any:
         if not isinstance(loader, DataLoader):
             return loader
+        if self._device.type == "cuda" and not loader.pin_memory:
+            # Page-locked host memory lets the copy to the GPU run asynchronously (non_blocking).
+            loader.pin_memory = True
         if os.environ.get("PL_SEED_WORKERS") == "1" and loader.num_workers > 0 and loader.worker_init_fn is None:
             loader.worker_init_fn = worker_init_function
         if train and self.overfit_batches and isinstance(loader.sampler, RandomSampler):
@@ -820,30 +842,29 @@ class Trainer:
     # --- batches ----------------------------------------------------------------------------
     def _to_device(self, batch: Any, dataloader_idx: int) -> Any:
         """on_before_batch_transfer → transfer_batch_to_device → on_after_batch_transfer."""
-        before = self._batch_hook_owner("on_before_batch_transfer")
+        before, transfer, after = self._transfer_hooks
         if before is not None:
-            batch = before.on_before_batch_transfer(batch, dataloader_idx)
-        transfer = self._batch_hook_owner("transfer_batch_to_device")
+            batch = before(batch, dataloader_idx)
         if transfer is not None:
-            batch = transfer.transfer_batch_to_device(batch, self._device, dataloader_idx)
-        elif self._device.type != "cpu":
+            batch = transfer(batch, self._device, dataloader_idx)
+        elif self._device.type != "cpu":  # on CPU the batch is already where it must be
             batch = move_to_device(batch, self._device)
         batch = self._precision.convert_input(batch)
-        after = self._batch_hook_owner("on_after_batch_transfer")
         if after is not None:
-            batch = after.on_after_batch_transfer(batch, dataloader_idx)
+            batch = after(batch, dataloader_idx)
         return batch
 
-    def _batch_hook_owner(self, name: str) -> Any:
-        """Who runs batch-transfer hook `name`: as in Lightning, the datamodule when it overrides it
-        (even if the module does too), else the module when it does, else nobody."""
+    def _batch_hook(self, name: str) -> Any:
+        """The batch-transfer hook `name` to call, decided once per run: as in Lightning, the
+        datamodule's when it overrides it (even if the module does too), else the module's when
+        it does, else None."""
         dm, module_has = self.datamodule, self._hooks.module_overrides(name)
         if dm is not None and is_overridden(name, dm, LightningDataModule):
             if module_has:
                 warn_once(f"{name} is overridden in both the LightningModule and the LightningDataModule; "
                           "the LightningDataModule's is used. Fix: keep only one of them.")
-            return dm
-        return self.lightning_module if module_has else None
+            return getattr(dm, name)
+        return getattr(self.lightning_module, name) if module_has else None
 
     def _current_batch_size(self) -> int:
         if self._batch_size is None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import enum
+import functools
 import os
 import pickle
 from collections import Counter
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 import fulmen as pl
 import fulmen.errors
@@ -29,23 +30,19 @@ from fulmen.__about__ import __version__
 from fulmen.callbacks import ModelCheckpoint
 from fulmen.checkpoint import CheckpointError, atomic_save, load_checkpoint
 
+from helpers import quiet_trainer, random_regression
+
 pytestmark = pytest.mark.filterwarnings("ignore:validation_step is defined but there is no validation data")
 
 
 @pytest.fixture(autouse=True)
-def _fresh_warnings(monkeypatch):
-    monkeypatch.setattr(fulmen.errors, "_warned", set())
+def _no_seed_env(monkeypatch):
     for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS"):
         monkeypatch.delenv(name, raising=False)
 
 
-def dataset(n: int = 32, seed: int = 0) -> TensorDataset:
-    g = torch.Generator().manual_seed(seed)
-    return TensorDataset(torch.randn(n, 4, generator=g), torch.randn(n, 1, generator=g))
-
-
 def loader(n: int = 32, batch_size: int = 8) -> DataLoader:
-    return DataLoader(dataset(n), batch_size=batch_size, shuffle=False)
+    return DataLoader(random_regression(n, features=4), batch_size=batch_size, shuffle=False)
 
 
 class Net(pl.LightningModule):
@@ -73,11 +70,8 @@ class Net(pl.LightningModule):
         return [optimizer], [scheduler]
 
 
-def trainer(**kwargs) -> pl.Trainer:
-    defaults = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                    num_sanity_val_steps=0)
-    defaults.update(kwargs)
-    return pl.Trainer(**defaults)
+# No sanity check, on the default accelerator.
+trainer = functools.partial(quiet_trainer, accelerator="auto", num_sanity_val_steps=0)
 
 
 def fitted(tmp_path: Path, **trainer_kwargs) -> tuple[pl.Trainer, Net, Path]:

@@ -8,6 +8,7 @@ reproducible training is checked on the final weights, bit for bit.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import random
 from collections import Counter, OrderedDict, defaultdict, namedtuple
@@ -15,12 +16,14 @@ from collections import Counter, OrderedDict, defaultdict, namedtuple
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 import fulmen as pl
 import fulmen.errors
 from fulmen.checkpoint import load_checkpoint
 from fulmen.data import extract_batch_size, move_to_device
+
+from helpers import quiet_trainer, random_regression
 
 META = torch.device("meta")
 
@@ -32,7 +35,6 @@ def _restore_global_state(monkeypatch):
     """seed_everything and deterministic=True change process-wide settings; put them back."""
     for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS", "CUBLAS_WORKSPACE_CONFIG"):
         monkeypatch.delenv(name, raising=False)  # restored to the original value at teardown
-    monkeypatch.setattr(fulmen.errors, "_warned", set())
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     cudnn_deterministic = torch.backends.cudnn.deterministic
@@ -41,18 +43,8 @@ def _restore_global_state(monkeypatch):
     torch.backends.cudnn.deterministic = cudnn_deterministic
 
 
-def dataset(n: int = 16, seed: int = 0) -> TensorDataset:
-    g = torch.Generator().manual_seed(seed)
-    return TensorDataset(torch.randn(n, 3, generator=g), torch.randn(n, 1, generator=g))
-
-
-def trainer(**kwargs) -> pl.Trainer:
-    defaults = dict(
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, max_epochs=1,
-    )
-    defaults.update(kwargs)
-    return pl.Trainer(**defaults)
+# One epoch, no sanity check, on the default accelerator.
+trainer = functools.partial(quiet_trainer, accelerator="auto", num_sanity_val_steps=0, max_epochs=1)
 
 
 class Model(pl.LightningModule):
@@ -253,7 +245,7 @@ class CallOrder(pl.Callback):
 
 def test_transfer_hooks_run_in_order_with_the_trainers_device():
     model = TransferModel()
-    data = dataset(4)
+    data = random_regression(4)
     t = trainer(callbacks=[CallOrder(model)])
     t.fit(model, DataLoader(data, batch_size=4), [DataLoader(data, batch_size=4), DataLoader(data, batch_size=4)])
     cpu = torch.device("cpu")
@@ -283,7 +275,7 @@ class TransferDataModule(pl.LightningDataModule):
     def __init__(self) -> None:
         super().__init__()
         self.calls: list[tuple] = []
-        self.data = dataset(4)
+        self.data = random_regression(4)
 
     def train_dataloader(self):
         return DataLoader(self.data, batch_size=4)
@@ -336,7 +328,7 @@ def test_batch_is_passed_intact_on_cpu():
         xs, ys = zip(*items)
         return {"x": torch.stack(xs), "pair": Pair(None, torch.stack(ys)), "name": "b", "custom": CustomBatch(torch.ones(1))}
 
-    trainer().fit(Structured(), DataLoader(dataset(4), batch_size=4, collate_fn=collate))
+    trainer().fit(Structured(), DataLoader(random_regression(4), batch_size=4, collate_fn=collate))
     batch = seen[0]
     assert set(batch) == {"x", "pair", "name", "custom"}
     assert type(batch["pair"]) is Pair and batch["pair"].x is None and batch["name"] == "b"
@@ -362,7 +354,7 @@ def test_epoch_mean_is_weighted_by_the_extracted_batch_size():
         def validation_step(self, batch, batch_idx, dataloader_idx=0):
             self.log("x_mean", batch[0].mean())
 
-    data = dataset(10)
+    data = random_regression(10)
     result = trainer().validate(Logs(), DataLoader(data, batch_size=4), verbose=False)  # batches of 4, 4, 2
     assert result[0]["x_mean"] == pytest.approx(data.tensors[0].mean().item(), abs=1e-6)
 
@@ -381,7 +373,7 @@ class RecordingDataModule(pl.LightningDataModule):
 
     def setup(self, stage):
         self.calls.append(f"setup:{stage}")
-        self.data = dataset(self.hparams.n)
+        self.data = random_regression(self.hparams.n)
 
     def teardown(self, stage):
         self.calls.append(f"teardown:{stage}")
@@ -456,13 +448,12 @@ def test_datamodule_hparams_and_state_are_in_the_checkpoint(tmp_path):
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(), reason="CPU-only machine")
 def test_auto_accelerator_is_cpu_here():
-    t = pl.Trainer(accelerator="auto", devices="auto", logger=False, enable_checkpointing=False,
-                   enable_progress_bar=False, enable_model_summary=False, max_epochs=1)
+    t = quiet_trainer(accelerator="auto", devices="auto", max_epochs=1)
     assert t.accelerator == "cpu"
     assert t.device == torch.device("cpu")
     assert t.num_devices == 1 and t.device_ids == [0]
     model = Model()
-    t.fit(model, DataLoader(dataset(4), batch_size=4))
+    t.fit(model, DataLoader(random_regression(4), batch_size=4))
     assert model.device == torch.device("cpu")
     with pytest.raises(fulmen.errors.MisconfigurationException, match="no CUDA device"):
         pl.Trainer(accelerator="gpu")
@@ -535,7 +526,8 @@ def test_deterministic_fits_give_bit_identical_weights():
         initial = {k: v.clone() for k, v in model.state_dict().items()}
         t = trainer(max_epochs=3, deterministic=True)
         assert torch.are_deterministic_algorithms_enabled()
-        t.fit(model, DataLoader(dataset(48), batch_size=8, shuffle=True), DataLoader(dataset(16), batch_size=8))
+        t.fit(model, DataLoader(random_regression(48), batch_size=8, shuffle=True),
+              DataLoader(random_regression(16), batch_size=8))
         return initial, model.state_dict()
 
     init_a, final_a = run(7)
@@ -552,7 +544,7 @@ def test_deterministic_fits_give_bit_identical_weights():
 # ----------------------------------------------------------------------------------------------
 class Stream(IterableDataset):
     def __init__(self, n: int = 10) -> None:
-        self.data = dataset(n)
+        self.data = random_regression(n)
 
     def __iter__(self):
         return iter(zip(*self.data.tensors))

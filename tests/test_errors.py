@@ -13,23 +13,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import fulmen as pl
-import fulmen.errors
 from fulmen.callbacks import Callback
 from fulmen.errors import MisconfigurationException
 
-
-@pytest.fixture(autouse=True)
-def _fresh_warn_once(monkeypatch):
-    monkeypatch.setattr(fulmen.errors, "_warned", set())
-
-
-def _trainer(tmp_path, **kwargs) -> pl.Trainer:
-    defaults = dict(
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        default_root_dir=tmp_path, accelerator="cpu", max_epochs=1,
-    )
-    defaults.update(kwargs)
-    return pl.Trainer(**defaults)
+from helpers import quiet_trainer
 
 
 def _loader(n: int = 8) -> DataLoader:
@@ -70,7 +57,7 @@ def test_no_training_step(tmp_path):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
     with pytest.raises(MisconfigurationException, match=r"NoStep has no training_step, so fit has nothing to run") as exc:
-        _trainer(tmp_path).fit(NoStep(), _loader())
+        quiet_trainer(tmp_path, max_epochs=1).fit(NoStep(), _loader())
     _assert_clear(str(exc.value))
     assert "def training_step(self, batch, batch_idx)" in str(exc.value)
 
@@ -85,7 +72,7 @@ def test_no_configure_optimizers_under_automatic_optimization(tmp_path):
             return self.layer(batch[0]).sum()
 
     with pytest.raises(MisconfigurationException, match=r"NoOptim has no configure_optimizers") as exc:
-        _trainer(tmp_path).fit(NoOptim(), _loader())
+        quiet_trainer(tmp_path, max_epochs=1).fit(NoOptim(), _loader())
     _assert_clear(str(exc.value))
     assert "def configure_optimizers(self)" in str(exc.value)
 
@@ -127,7 +114,7 @@ def test_training_step_bad_loss(tmp_path, case):
     make_output, fragment = BAD_LOSSES[case]
     model = _returns(make_output)
     initial = model.layer.weight.detach().clone()
-    trainer = _trainer(tmp_path)
+    trainer = quiet_trainer(tmp_path, max_epochs=1)
     with pytest.raises(MisconfigurationException, match=fragment) as exc:
         trainer.fit(model, _loader())
     _assert_clear(str(exc.value))
@@ -137,7 +124,7 @@ def test_training_step_bad_loss(tmp_path, case):
 
 def test_python_float_loss_fix_names_item(tmp_path):
     with pytest.raises(MisconfigurationException, match=r"not loss\.item\(\)"):
-        _trainer(tmp_path).fit(_returns(lambda m, b: _loss(m, b).item()), _loader())
+        quiet_trainer(tmp_path, max_epochs=1).fit(_returns(lambda m, b: _loss(m, b).item()), _loader())
 
 
 def test_layer_assigned_before_super_init_names_the_class():
@@ -177,13 +164,13 @@ def test_module_that_never_calls_super_init_fails_at_fit(tmp_path):
 
     model = NoSuper()
     with pytest.raises(MisconfigurationException, match=r"NoSuper\.__init__ did not call super\(\)\.__init__\(\)") as exc:
-        _trainer(tmp_path).fit(model, _loader())
+        quiet_trainer(tmp_path, max_epochs=1).fit(model, _loader())
     _assert_clear(str(exc.value))
 
 
 def test_non_lightning_module_passed_to_fit(tmp_path):
     with pytest.raises(MisconfigurationException, match=r"must be a fulmen\.LightningModule\. Received: Linear") as exc:
-        _trainer(tmp_path).fit(nn.Linear(3, 1), _loader())
+        quiet_trainer(tmp_path, max_epochs=1).fit(nn.Linear(3, 1), _loader())
     _assert_clear(str(exc.value))
 
 
@@ -222,20 +209,20 @@ BAD_ARGUMENTS = {
 def test_bad_trainer_argument(tmp_path, case):
     kwargs, fragment = BAD_ARGUMENTS[case]
     with pytest.raises(MisconfigurationException, match=fragment) as exc:
-        _trainer(tmp_path, **kwargs)
+        quiet_trainer(tmp_path, **{"max_epochs": 1, **kwargs})  # a case may set max_epochs
     _assert_clear(str(exc.value))
 
 
 def test_unknown_precision_lists_the_valid_values(tmp_path):
     with pytest.raises(MisconfigurationException) as exc:
-        _trainer(tmp_path, precision="half")
+        quiet_trainer(tmp_path, max_epochs=1, precision="half")
     for valid in ("32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true"):
         assert valid in str(exc.value)
 
 
 def test_unknown_accelerator_lists_the_valid_values(tmp_path):
     with pytest.raises(MisconfigurationException) as exc:
-        _trainer(tmp_path, accelerator="npu")
+        quiet_trainer(tmp_path, max_epochs=1, accelerator="npu")
     for valid in ("auto", "cpu", "cuda", "gpu", "mps"):
         assert f"'{valid}'" in str(exc.value)
 
@@ -244,20 +231,20 @@ def test_unknown_accelerator_lists_the_valid_values(tmp_path):
 @pytest.mark.parametrize("accelerator", ["cuda", "gpu"])
 def test_cuda_requested_on_a_machine_without_cuda(tmp_path, accelerator):
     with pytest.raises(MisconfigurationException, match=r"no CUDA device is available on this machine") as exc:
-        _trainer(tmp_path, accelerator=accelerator)
+        quiet_trainer(tmp_path, max_epochs=1, accelerator=accelerator)
     _assert_clear(str(exc.value))
     assert f"accelerator={accelerator!r}" in str(exc.value) and "accelerator='auto' or 'cpu'" in str(exc.value)
 
 
 def test_valid_arguments_still_accepted(tmp_path):
     # The checks above must not reject the forms Lightning allows.
-    trainer = _trainer(
+    trainer = quiet_trainer(
         tmp_path, precision=32, devices=1, max_epochs=-1, limit_train_batches=1.0, val_check_interval=2,
         gradient_clip_algorithm="value", log_every_n_steps=1, accumulate_grad_batches=2, callbacks=Callback(),
     )
     assert trainer.max_epochs == -1 and trainer.gradient_clip_algorithm == "value"
-    assert _trainer(tmp_path, devices="1").device_ids == [0]
-    assert _trainer(tmp_path, devices=[0], limit_train_batches=0.5).limit_train_batches == 0.5
+    assert quiet_trainer(tmp_path, max_epochs=1, devices="1").device_ids == [0]
+    assert quiet_trainer(tmp_path, max_epochs=1, devices=[0], limit_train_batches=0.5).limit_train_batches == 0.5
 
 
 # ==========================================================================================
@@ -265,7 +252,7 @@ def test_valid_arguments_still_accepted(tmp_path):
 # ==========================================================================================
 def test_fit_with_no_training_data(tmp_path):
     with pytest.raises(MisconfigurationException, match=r"fit found no training data\. Received: train_dataloaders=None") as exc:
-        _trainer(tmp_path).fit(Model())
+        quiet_trainer(tmp_path, max_epochs=1).fit(Model())
     _assert_clear(str(exc.value))
 
 
@@ -275,7 +262,7 @@ def test_validation_step_without_val_data_warns_and_trains(tmp_path):
             raise AssertionError("must not run without validation data")
 
     model = WithValStep()
-    trainer = _trainer(tmp_path, max_epochs=2)
+    trainer = quiet_trainer(tmp_path, max_epochs=2)
     with pytest.warns(UserWarning, match=r"validation_step is defined but there is no validation data") as record:
         trainer.fit(model, _loader())
     assert any("Fix: pass val_dataloaders" in str(w.message) for w in record)
@@ -284,7 +271,7 @@ def test_validation_step_without_val_data_warns_and_trains(tmp_path):
 
 def test_val_data_without_validation_step_warns_and_trains(tmp_path):
     model = Model()
-    trainer = _trainer(tmp_path, max_epochs=2)
+    trainer = quiet_trainer(tmp_path, max_epochs=2)
     with pytest.warns(UserWarning, match=r"Validation data was given but the model has no validation_step") as record:
         trainer.fit(model, _loader(), _loader())
     assert any("Fix: define validation_step" in str(w.message) for w in record)
@@ -293,7 +280,7 @@ def test_val_data_without_validation_step_warns_and_trains(tmp_path):
 
 def test_training_step_returning_none_warns_once(tmp_path):
     model = _returns(lambda m, b: None)
-    trainer = _trainer(tmp_path, max_epochs=2)
+    trainer = quiet_trainer(tmp_path, max_epochs=2)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         trainer.fit(model, _loader())

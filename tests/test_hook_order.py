@@ -349,6 +349,7 @@ def test_checkpoint_save_and_resume_hook_order_matches_lightning(tmp_path):
     assert (trainer.current_epoch, trainer.global_step) == (2, 4)
 
 
+@pytest.mark.filterwarnings("ignore:validation_step is defined but there is no validation data")
 def test_configure_optimizers_sees_restored_weights_on_resume(tmp_path):
     """Follows from the order above: weights are loaded before configure_optimizers runs."""
     seen: list[float] = []
@@ -516,6 +517,7 @@ def test_validation_inside_an_accumulation_window_keeps_its_gradients():
 # ----------------------------------------------------------------------------------------------
 # hooks nobody overrides are not called
 # ----------------------------------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore:validation_step is defined but there is no validation data")
 def test_hook_dispatch_holds_only_overriding_callbacks():
     class OnlyBatchEnd(pl.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -540,6 +542,7 @@ def test_hook_dispatch_holds_only_overriding_callbacks():
     assert not dispatch.module_overrides("on_before_batch_transfer")
 
 
+@pytest.mark.filterwarnings("ignore:validation_step is defined but there is no validation data")
 def test_module_and_callback_hooks_that_are_not_overridden_are_never_called(monkeypatch):
     counts = {"module": 0, "callback": 0}
 

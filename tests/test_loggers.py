@@ -14,13 +14,9 @@ import json
 import math
 import os
 import pickle
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -32,6 +28,8 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from fulmen._yaml import _parse_subset, dump_yaml, load_yaml
 from fulmen.loggers import CSVLogger, Logger, TensorBoardLogger
 from fulmen.loggers.base import _flatten_dict, _next_version, _sanitize_params, _to_plain
+
+from helpers import get_json, tensorboard_server
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -515,21 +513,6 @@ def test_importing_loggers_does_not_import_tensorboard_or_tqdm():
 # --- a real TensorBoard server -----------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _get_json(url: str, body: dict | None = None):
-    data = None if body is None else json.dumps(body).encode()
-    # TensorBoard refuses POSTs without this header (its CSRF guard).
-    headers = {"Content-Type": "application/json", "X-XSRF-Protected": "1"}
-    request = urllib.request.Request(url, data=data, headers=headers)
-    with urllib.request.urlopen(request, timeout=5) as response:
-        return json.load(response)
-
-
 def test_tensorboard_server_serves_the_logged_run(tmp_path):
     logger = TensorBoardLogger(tmp_path, name="exp")
     logger.log_hyperparams({"lr": 0.01, "optim": "adam"})
@@ -537,36 +520,15 @@ def test_tensorboard_server_serves_the_logged_run(tmp_path):
     logger.log_metrics({"train/loss": 0.5}, step=6)
     logger.finalize("success")
 
-    base = f"http://127.0.0.1:{_free_port()}"
-    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(tmp_path / "exp"), "--host", "127.0.0.1",
-               "--port", base.rsplit(":", 1)[1], "--load_fast=false"]  # fmt: skip
-    log_file = tmp_path / "tensorboard.out"
-    with open(log_file, "wb") as out:
-        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        # The server loads event files in a background thread: wait until the tag is listed.
-        deadline = time.monotonic() + 60
-        tags: dict = {}
-        while "train/loss" not in tags.get("version_0", {}):
-            assert server.poll() is None, f"tensorboard exited early:\n{log_file.read_text()}"
-            assert time.monotonic() < deadline, f"tensorboard did not list the run in 60 s:\n{log_file.read_text()}"
-            try:
-                tags = _get_json(f"{base}/data/plugin/scalars/tags")
-            except (urllib.error.URLError, ConnectionError):
-                pass
-            time.sleep(0.2)
-
+    with tensorboard_server(tmp_path / "exp", "train/loss", log_file=tmp_path / "tensorboard.out") as base:
         query = urllib.parse.urlencode({"run": "version_0", "tag": "train/loss"})
-        points = _get_json(f"{base}/data/plugin/scalars/scalars?{query}")  # [[wall_time, step, value], ...]
+        points = get_json(f"{base}/data/plugin/scalars/scalars?{query}")  # [[wall_time, step, value], ...]
         assert [(step, value) for _, step, value in points] == [(5, 0.75), (6, 0.5)]
 
         # What the HPARAMS tab asks for: the run's hyperparameters and its hp_metric.
         query = {"experimentName": "", "allowedStatuses": ["STATUS_SUCCESS"], "colParams": [],
                  "startIndex": 0, "sliceSize": 10}  # fmt: skip
-        groups = _get_json(f"{base}/data/plugin/hparams/session_groups", query)["sessionGroups"]
+        groups = get_json(f"{base}/data/plugin/hparams/session_groups", query)["sessionGroups"]
         assert [group["name"] for group in groups] == ["version_0"]
         assert groups[0]["hparams"] == {"lr": 0.01, "optim": "adam"}
         assert [(m["name"]["tag"], m["value"]) for m in groups[0]["metricValues"]] == [("hp_metric", -1.0)]
-    finally:
-        server.kill()
-        server.wait(timeout=10)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import csv
+import functools
 import warnings
 
 import pytest
@@ -24,9 +25,10 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import fulmen as pl
-import fulmen.errors
 from fulmen.errors import MisconfigurationException
 from fulmen.loggers import CSVLogger, Logger
+
+from helpers import quiet_trainer
 
 
 class RecordingLogger(Logger):
@@ -63,13 +65,8 @@ def _loader(n: int, batch_size: int) -> DataLoader:
     return DataLoader(_data(n), batch_size=batch_size)
 
 
-def _trainer(tmp_path, logger, **kwargs) -> pl.Trainer:
-    options = dict(
-        default_root_dir=tmp_path, logger=logger, max_epochs=1, num_sanity_val_steps=0,
-        enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
-    )
-    options.update(kwargs)
-    return pl.Trainer(**options)
+# Called as _trainer(tmp_path, logger=...): one epoch, no sanity check, on the default accelerator.
+_trainer = functools.partial(quiet_trainer, accelerator="auto", max_epochs=1, num_sanity_val_steps=0)
 
 
 class Base(pl.LightningModule):
@@ -112,7 +109,7 @@ class DefaultsModule(Base):
 
 def test_default_on_step_on_epoch_per_hook(tmp_path):
     logger = RecordingLogger()
-    trainer = _trainer(tmp_path, logger, log_every_n_steps=1)
+    trainer = _trainer(tmp_path, logger=logger, log_every_n_steps=1)
     model = DefaultsModule()
     trainer.fit(model, _loader(4, 1), _loader(4, 2))
     assert logger.calls == [
@@ -147,7 +144,7 @@ class ForkedModule(Base):
 
 def test_on_step_and_on_epoch_give_step_and_epoch_names(tmp_path):
     logger = RecordingLogger()
-    trainer = _trainer(tmp_path, logger, log_every_n_steps=2, max_epochs=2)
+    trainer = _trainer(tmp_path, logger=logger, log_every_n_steps=2, max_epochs=2)
     model = ForkedModule()
     trainer.fit(model, _loader(6, 1))
     assert logger.calls == [
@@ -208,7 +205,7 @@ LIGHTNING_STEPS = {
 def test_logger_steps_match_lightning(tmp_path, case):
     options, global_step, expected = LIGHTNING_STEPS[case]
     logger = RecordingLogger()
-    trainer = _trainer(tmp_path, logger, max_epochs=2, **options)
+    trainer = _trainer(tmp_path, logger=logger, max_epochs=2, **options)
     model = StepsModule()
     trainer.fit(model, _loader(10, 1), _loader(10, 5))
     assert trainer.global_step == global_step
@@ -220,7 +217,7 @@ def test_logger_steps_match_lightning(tmp_path, case):
 
 def test_csv_logger_rows_have_step_and_int_epoch(tmp_path):
     logger = CSVLogger(tmp_path)
-    trainer = _trainer(tmp_path, logger, log_every_n_steps=2, max_epochs=2)
+    trainer = _trainer(tmp_path, logger=logger, log_every_n_steps=2, max_epochs=2)
     trainer.fit(ForkedModule(), _loader(4, 1))
     with open(tmp_path / "lightning_logs" / "version_0" / "metrics.csv", newline="") as file:
         rows = [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(file)]
@@ -255,7 +252,7 @@ class ReduceModule(Base):
 
 def test_epoch_reductions_with_unequal_batches(tmp_path):
     logger = RecordingLogger()
-    trainer = _trainer(tmp_path, logger)
+    trainer = _trainer(tmp_path, logger=logger)
     trainer.fit(ReduceModule(), _loader(10, 4), _loader(10, 3))  # train batches 4,4,2; val 3,3,3,1
     assert logger.calls[0] == (2, {"val_mean": 4.5, "epoch": 0})  # the exact dataset mean of 0..9
     step, metrics = logger.calls[1]
@@ -283,7 +280,7 @@ class TwoLoadersModule(Base):
 
 def test_several_val_dataloaders_get_index_suffixes(tmp_path):
     logger = RecordingLogger()
-    trainer = _trainer(tmp_path, logger)
+    trainer = _trainer(tmp_path, logger=logger)
     model = TwoLoadersModule()
     trainer.fit(model, _loader(2, 1), [_loader(10, 5), _loader(4, 2)])
     expected = {"v/dataloader_idx_0": 4.5, "n/dataloader_idx_0": 10.0, "v/dataloader_idx_1": 1.5, "n/dataloader_idx_1": 4.0}
@@ -316,7 +313,7 @@ class VisibilityModule(Base):
 
 def test_progress_bar_callback_and_logged_metrics(tmp_path):
     logger = RecordingLogger()
-    trainer = _trainer(tmp_path, logger, log_every_n_steps=1)
+    trainer = _trainer(tmp_path, logger=logger, log_every_n_steps=1)
     trainer.fit(VisibilityModule(), _loader(3, 1), _loader(4, 4))
 
     progress = trainer.progress_bar_metrics
@@ -380,13 +377,12 @@ BAD_LOGS = {
 @pytest.mark.parametrize("case", sorted(BAD_LOGS))
 def test_bad_log_calls_raise_clear_errors(tmp_path, case):
     where, log, message = BAD_LOGS[case]
-    trainer = _trainer(tmp_path, RecordingLogger())
+    trainer = _trainer(tmp_path, logger=RecordingLogger())
     with pytest.raises(MisconfigurationException, match=message):
         trainer.fit(BadLogModule(where, log), _loader(2, 1))
 
 
-def test_log_on_a_module_without_trainer_warns_and_is_ignored(monkeypatch):
-    monkeypatch.setattr(fulmen.errors, "_warned", set())  # warn_once remembers messages per process
+def test_log_on_a_module_without_trainer_warns_and_is_ignored():
     model = Base()
     with pytest.warns(UserWarning, match="not attached to a Trainer; the value is ignored"):
         model.log("x", 1.0)
@@ -422,7 +418,7 @@ def _count_host_syncs(tmp_path, monkeypatch, log_every_n_steps: int) -> tuple[in
         return wrapper
 
     logger = RecordingLogger()
-    trainer = _trainer(tmp_path, logger, log_every_n_steps=log_every_n_steps)
+    trainer = _trainer(tmp_path, logger=logger, log_every_n_steps=log_every_n_steps)
     model, loader = EveryStepModule(), _loader(100, 1)
     with monkeypatch.context() as patch:
         for name in HOST_SYNCS:
@@ -464,7 +460,7 @@ class HParamsData(pl.LightningDataModule):
 
 def test_hyperparameters_reach_the_logger_once_per_run(tmp_path):
     logger = RecordingLogger()
-    trainer = _trainer(tmp_path, logger, max_epochs=2)
+    trainer = _trainer(tmp_path, logger=logger, max_epochs=2)
     trainer.fit(HParamsModule(lr=0.5), datamodule=HParamsData(batch_size=2))
     assert logger.hparams_calls == [{"lr": 0.5, "hidden": 8, "name": "net", "batch_size": 2}]
 
@@ -476,5 +472,5 @@ def test_hyperparameters_not_logged_when_asked(tmp_path):
             self.save_hyperparameters(logger=False)
 
     logger = RecordingLogger()
-    _trainer(tmp_path, logger).fit(Quiet(), _loader(2, 1))
+    _trainer(tmp_path, logger=logger).fit(Quiet(), _loader(2, 1))
     assert logger.hparams_calls == []

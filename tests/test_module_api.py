@@ -7,30 +7,28 @@ The import test runs a fresh interpreter, so it sees what `import fulmen` itself
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import sys
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 import fulmen
 import fulmen as pl
 from fulmen.optim import LightningOptimizer
 
+from helpers import quiet_trainer, random_regression
+
 
 def loader(n: int = 8, batch_size: int = 4) -> DataLoader:
-    g = torch.Generator().manual_seed(0)
-    return DataLoader(TensorDataset(torch.randn(n, 3, generator=g), torch.randn(n, 1, generator=g)),
-                      batch_size=batch_size)
+    return DataLoader(random_regression(n), batch_size=batch_size)
 
 
-def trainer(**kwargs) -> pl.Trainer:
-    defaults = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                    num_sanity_val_steps=0, max_epochs=1)
-    defaults.update(kwargs)
-    return pl.Trainer(**defaults)
+# One epoch, no sanity check, on the default accelerator.
+trainer = functools.partial(quiet_trainer, accelerator="auto", num_sanity_val_steps=0, max_epochs=1)
 
 
 class Base(pl.LightningModule):
@@ -84,9 +82,7 @@ def test_save_hyperparameters_ignore(ignore):
     assert dict(model.hparams) == expected
 
 
-def test_save_hyperparameters_warns_about_a_module_argument(monkeypatch):
-    monkeypatch.setattr(fulmen.errors, "_warned", set())
-
+def test_save_hyperparameters_warns_about_a_module_argument():
     class M(pl.LightningModule):
         def __init__(self, backbone: torch.nn.Module) -> None:
             super().__init__()

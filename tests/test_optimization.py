@@ -18,26 +18,12 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import fulmen as pl
-import fulmen.errors
 from fulmen.errors import MisconfigurationException
 from fulmen.optim import LightningOptimizer
 
+from helpers import quiet_trainer
+
 N_SAMPLES, BATCH = 40, 4  # 10 batches per epoch
-
-
-@pytest.fixture(autouse=True)
-def _fresh_warn_once(monkeypatch):
-    """`warn_once` remembers messages per process; each test starts with a clean memory."""
-    monkeypatch.setattr(fulmen.errors, "_warned", set())
-
-
-def _trainer(tmp_path, **kwargs) -> pl.Trainer:
-    defaults = dict(
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        default_root_dir=tmp_path, accelerator="cpu",
-    )
-    defaults.update(kwargs)
-    return pl.Trainer(**defaults)
 
 
 def _dataset(n: int = N_SAMPLES, seed: int = 0) -> TensorDataset:
@@ -136,7 +122,7 @@ def test_sgd_momentum_matches_raw_loop_bitwise(tmp_path):
     net = _net()
     initial, raw = copy.deepcopy(net), copy.deepcopy(net)
     model = Regressor(net)
-    trainer = _trainer(tmp_path, max_epochs=3)
+    trainer = quiet_trainer(tmp_path, max_epochs=3)
     trainer.fit(model, _loader())
 
     raw_steps = _raw_fit(raw, _sgd(raw.parameters()), _loader(), epochs=3)
@@ -152,7 +138,7 @@ def test_max_steps_matches_raw_loop_prefix(tmp_path):
     net = _net()
     raw = copy.deepcopy(net)
     model = Regressor(net)
-    trainer = _trainer(tmp_path, max_steps=7)
+    trainer = quiet_trainer(tmp_path, max_steps=7)
     trainer.fit(model, _loader())
     assert trainer.global_step == 7 and model.training_step_calls == 7
 
@@ -172,7 +158,7 @@ def test_accumulate_grad_batches_matches_raw_loop(tmp_path):
     net = _net()
     raw = copy.deepcopy(net)
     model = Regressor(net)
-    trainer = _trainer(tmp_path, max_epochs=2, accumulate_grad_batches=3)
+    trainer = quiet_trainer(tmp_path, max_epochs=2, accumulate_grad_batches=3)
     trainer.fit(model, _loader())
 
     raw_steps = _raw_fit(raw, _sgd(raw.parameters()), _loader(), epochs=2, accumulate=3)
@@ -187,7 +173,7 @@ def test_gradient_clipping_matches_torch_clip_functions(tmp_path, algorithm, val
     net = _net()
     raw = copy.deepcopy(net)
     model = Regressor(net)
-    trainer = _trainer(tmp_path, max_epochs=2, gradient_clip_val=value, gradient_clip_algorithm=algorithm)
+    trainer = quiet_trainer(tmp_path, max_epochs=2, gradient_clip_val=value, gradient_clip_algorithm=algorithm)
     trainer.fit(model, _loader())
     _raw_fit(raw, _sgd(raw.parameters()), _loader(), epochs=2, clip=(algorithm, value))
     _assert_same_weights(model.net, raw)
@@ -207,7 +193,7 @@ def test_lbfgs_closure_reevaluated_matches_raw_loop(tmp_path):
     raw = copy.deepcopy(net)
     model = Regressor(net, make_lbfgs)
     loader_kwargs = dict(batch_size=20)  # 2 batches per epoch
-    trainer = _trainer(tmp_path, max_epochs=2)
+    trainer = quiet_trainer(tmp_path, max_epochs=2)
     trainer.fit(model, _loader(**loader_kwargs))
 
     opt = make_lbfgs(raw.parameters())
@@ -280,7 +266,7 @@ def test_single_optimizer_and_list_of_one(tmp_path):
 
         model = LRProbe(configure)
         initial = copy.deepcopy(model.layer)
-        trainer = _trainer(tmp_path, max_epochs=2)
+        trainer = quiet_trainer(tmp_path, max_epochs=2)
         trainer.fit(model, _small_loader())
         assert trainer.optimizers == [captured["opt"]]
         assert trainer.lr_scheduler_configs == [] and model.lr_schedulers() is None
@@ -302,7 +288,7 @@ def test_epoch_scheduler_steplr(tmp_path, form):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
     model = LRProbe(configure)
-    trainer = _trainer(tmp_path, max_epochs=5)
+    trainer = quiet_trainer(tmp_path, max_epochs=5)
     trainer.fit(model, _loader(_dataset(8), batch_size=4))  # 2 batches per epoch
     assert model.epoch_lrs == pytest.approx([1.0, 1.0, 0.1, 0.1, 0.01])
     assert model.batch_lrs == pytest.approx([1.0] * 4 + [0.1] * 4 + [0.01] * 2)
@@ -322,7 +308,7 @@ def test_step_scheduler_with_frequency_and_name(tmp_path):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 2, "name": "halver"}}
 
     model = LRProbe(configure)
-    trainer = _trainer(tmp_path, max_epochs=2)
+    trainer = quiet_trainer(tmp_path, max_epochs=2)
     trainer.fit(model, _small_loader())
     assert model.batch_lrs == pytest.approx([1.0, 1.0, 0.5, 0.5, 0.25, 0.25, 0.125, 0.125])
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1.0 / 16)
@@ -337,7 +323,7 @@ def test_epoch_scheduler_with_frequency_two(tmp_path):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch", "frequency": 2}}
 
     model = LRProbe(configure)
-    trainer = _trainer(tmp_path, max_epochs=5)
+    trainer = quiet_trainer(tmp_path, max_epochs=5)
     trainer.fit(model, _loader(_dataset(8), batch_size=8))
     assert model.epoch_lrs == pytest.approx([1.0, 1.0, 0.1, 0.1, 0.01])
 
@@ -351,7 +337,7 @@ def test_step_scheduler_counts_optimizer_steps_under_accumulation(tmp_path):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     model = LRProbe(configure)
-    trainer = _trainer(tmp_path, max_epochs=1, accumulate_grad_batches=2)
+    trainer = quiet_trainer(tmp_path, max_epochs=1, accumulate_grad_batches=2)
     trainer.fit(model, _loader(_dataset(16), batch_size=2))
     assert trainer.global_step == 4
     assert model.batch_lrs == pytest.approx([1.0, 1.0, 0.5, 0.5, 0.25, 0.25, 0.125, 0.125])
@@ -373,7 +359,7 @@ def test_reduce_on_plateau_steps_on_monitored_metric(tmp_path, monitor_at):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "score"}}
 
     model = LRProbe(configure, script=PLATEAU_SCRIPT)
-    trainer = _trainer(tmp_path, max_epochs=len(PLATEAU_SCRIPT))
+    trainer = quiet_trainer(tmp_path, max_epochs=len(PLATEAU_SCRIPT))
     trainer.fit(model, _loader(_dataset(8), batch_size=4))
 
     # The same decisions from a bare ReduceLROnPlateau fed the same values.
@@ -400,7 +386,7 @@ def test_reduce_on_plateau_on_validation_metric(tmp_path):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss"}}
 
     model = ValProbe(configure)
-    trainer = _trainer(tmp_path, max_epochs=4, num_sanity_val_steps=0)
+    trainer = quiet_trainer(tmp_path, max_epochs=4, num_sanity_val_steps=0)
     trainer.fit(model, _loader(_dataset(8), batch_size=4), _loader(_dataset(8), batch_size=4))
     assert model.epoch_lrs == pytest.approx([1.0, 1.0, 0.5, 0.25])
 
@@ -412,7 +398,7 @@ def test_reduce_on_plateau_missing_monitor_strict_raises(tmp_path):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_acc"}}
 
     model = LRProbe(configure, script=PLATEAU_SCRIPT)
-    trainer = _trainer(tmp_path, max_epochs=2)
+    trainer = quiet_trainer(tmp_path, max_epochs=2)
     with pytest.raises(MisconfigurationException, match=r"monitors 'val_acc', which was not logged") as exc:
         trainer.fit(model, _small_loader())
     assert "available: ['score']" in str(exc.value) and "'strict': False" in str(exc.value)
@@ -425,7 +411,7 @@ def test_reduce_on_plateau_missing_monitor_not_strict_warns_and_skips(tmp_path):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_acc", "strict": False}}
 
     model = LRProbe(configure, script=PLATEAU_SCRIPT)
-    trainer = _trainer(tmp_path, max_epochs=3)
+    trainer = quiet_trainer(tmp_path, max_epochs=3)
     with pytest.warns(UserWarning, match=r"ReduceLROnPlateau skipped: 'val_acc' not in callback_metrics"):
         trainer.fit(model, _small_loader())
     assert trainer.current_epoch == 3
@@ -436,7 +422,7 @@ def test_reduce_on_plateau_missing_monitor_not_strict_warns_and_skips(tmp_path):
 def test_configure_optimizers_none_warns_and_trains_without_stepping(tmp_path):
     model = LRProbe(lambda m: None)
     initial = copy.deepcopy(model.layer)
-    trainer = _trainer(tmp_path, max_epochs=2)
+    trainer = quiet_trainer(tmp_path, max_epochs=2)
     with pytest.warns(UserWarning, match="configure_optimizers returned None"):
         trainer.fit(model, _small_loader())
     assert trainer.optimizers == [] and trainer.lr_scheduler_configs == []
@@ -448,7 +434,7 @@ def test_configure_optimizers_none_warns_and_trains_without_stepping(tmp_path):
 def test_configure_optimizers_none_still_ends_at_max_steps(tmp_path):
     # As Lightning (which steps a mock optimizer), each batch counts as a step, so max_steps ends the run.
     model = LRProbe(lambda m: None)
-    trainer = _trainer(tmp_path, max_steps=5)
+    trainer = quiet_trainer(tmp_path, max_steps=5)
     with pytest.warns(UserWarning, match="configure_optimizers returned None"):
         trainer.fit(model, _small_loader())
     assert trainer.global_step == 5
@@ -460,7 +446,7 @@ def test_two_optimizers_under_automatic_optimization_raise(tmp_path):
         return [torch.optim.SGD(m.parameters(), lr=0.1), torch.optim.Adam(m.parameters())], []
 
     with pytest.raises(MisconfigurationException, match=r"configure_optimizers returned 2") as exc:
-        _trainer(tmp_path, max_epochs=1).fit(LRProbe(configure), _small_loader())
+        quiet_trainer(tmp_path, max_epochs=1).fit(LRProbe(configure), _small_loader())
     assert "automatic_optimization = False" in str(exc.value)
 
 
@@ -519,7 +505,7 @@ MALFORMED = {
 def test_malformed_configure_optimizers_raise_clear_error(tmp_path, case):
     configure, fragment = MALFORMED[case]
     model = LRProbe(configure)
-    trainer = _trainer(tmp_path, max_epochs=1)
+    trainer = quiet_trainer(tmp_path, max_epochs=1)
     with pytest.raises(MisconfigurationException, match=fragment) as exc:
         trainer.fit(model, _small_loader())
     message = str(exc.value)
@@ -601,7 +587,7 @@ def test_manual_optimization_two_optimizers_matches_raw_loop(tmp_path):
     generator, discriminator = _gan_nets()
     raw_g, raw_d = copy.deepcopy(generator), copy.deepcopy(discriminator)
     model = TinyGAN(generator, discriminator)
-    trainer = _trainer(tmp_path, max_epochs=3)
+    trainer = quiet_trainer(tmp_path, max_epochs=3)
     trainer.fit(model, _loader(_gan_data(), batch_size=6))  # 4 batches per epoch
 
     g_opt, d_opt, g_sched = _gan_optimizers(raw_g, raw_d)
@@ -640,13 +626,13 @@ def test_manual_backward_under_automatic_optimization_raises(tmp_path):
             return loss
 
     with pytest.raises(MisconfigurationException, match=r"manual_backward is for manual optimization") as exc:
-        _trainer(tmp_path, max_epochs=1).fit(Wrong(_net()), _loader())
+        quiet_trainer(tmp_path, max_epochs=1).fit(Wrong(_net()), _loader())
     assert "self.automatic_optimization = False" in str(exc.value)
 
 
 def test_gradient_clip_val_with_manual_optimization_raises(tmp_path):
     generator, discriminator = _gan_nets()
-    trainer = _trainer(tmp_path, max_epochs=1, gradient_clip_val=1.0)
+    trainer = quiet_trainer(tmp_path, max_epochs=1, gradient_clip_val=1.0)
     with pytest.raises(MisconfigurationException, match=r"Received: gradient_clip_val=1.0 with automatic_optimization=False") as exc:
         trainer.fit(TinyGAN(generator, discriminator), _loader(_gan_data(), batch_size=6))
     assert "self.clip_gradients" in str(exc.value)
@@ -670,7 +656,7 @@ def test_on_before_optimizer_step_sees_unclipped_gradients_before_the_step(tmp_p
     net = _net()
     raw = copy.deepcopy(net)
     model = GradProbe(net)
-    trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=3, gradient_clip_val=0.01)
+    trainer = quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=3, gradient_clip_val=0.01)
     trainer.fit(model, _loader())
 
     opt = _sgd(raw.parameters())
@@ -703,7 +689,7 @@ def test_optimizer_step_override_skips_odd_batches(tmp_path):
     net = _net()
     raw = copy.deepcopy(net)
     model = EvenSteps(net)
-    trainer = _trainer(tmp_path, max_epochs=2)
+    trainer = quiet_trainer(tmp_path, max_epochs=2)
     trainer.fit(model, _loader())
     _raw_fit(raw, _sgd(raw.parameters()), _loader(), epochs=2, skip=lambda i: i % 2 == 1)
     # As in Lightning 2.6, global_step counts optimizer_step calls (one per batch here), not
@@ -721,7 +707,7 @@ def test_on_train_batch_start_minus_one_ends_the_epoch(tmp_path):
     net = _net()
     raw = copy.deepcopy(net)
     model = StopsEarly(net)
-    trainer = _trainer(tmp_path, max_epochs=3)
+    trainer = quiet_trainer(tmp_path, max_epochs=3)
     trainer.fit(model, _loader())
     assert trainer.current_epoch == 3  # every epoch still ends normally
     assert model.training_step_calls == 6 and trainer.global_step == 6
@@ -750,7 +736,7 @@ def test_training_step_returning_none_everywhere_leaves_weights_unchanged(tmp_pa
     net = _net()
     initial = copy.deepcopy(net)
     model = Skips(net)
-    trainer = _trainer(tmp_path, max_epochs=2)
+    trainer = quiet_trainer(tmp_path, max_epochs=2)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         trainer.fit(model, _loader())
@@ -772,7 +758,7 @@ def test_training_step_returning_none_on_some_batches_skips_only_those(tmp_path)
     net = _net()
     raw = copy.deepcopy(net)
     model = SkipsOdd(net)
-    trainer = _trainer(tmp_path, max_epochs=2)
+    trainer = quiet_trainer(tmp_path, max_epochs=2)
     with pytest.warns(UserWarning, match="training_step returned None"):
         trainer.fit(model, _loader())
     _raw_fit(raw, _sgd(raw.parameters()), _loader(), epochs=2, skip=lambda i: i % 2 == 1)

@@ -16,24 +16,11 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import fulmen as pl
-import fulmen.errors
 from fulmen.errors import MisconfigurationException
 
+from helpers import quiet_trainer
+
 VALID = ["16-mixed", "16-true", "32-true", "64-true", "bf16-mixed", "bf16-true"]
-
-
-@pytest.fixture(autouse=True)
-def _fresh_warn_once(monkeypatch):
-    monkeypatch.setattr(fulmen.errors, "_warned", set())
-
-
-def _trainer(tmp_path, **kwargs) -> pl.Trainer:
-    defaults = dict(
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        default_root_dir=tmp_path, accelerator="cpu",
-    )
-    defaults.update(kwargs)
-    return pl.Trainer(**defaults)
 
 
 def _cpu_kernel_or_skip(dtype: torch.dtype, autocast: bool) -> None:
@@ -148,13 +135,13 @@ def _raw_true(net: nn.Module, dtype: torch.dtype, epochs: int) -> nn.Module:
 )
 def test_precision_aliases(tmp_path, given, expected):
     kwargs = {} if given is None else {"precision": given}
-    assert _trainer(tmp_path, **kwargs).precision == expected
+    assert quiet_trainer(tmp_path, **kwargs).precision == expected
 
 
 @pytest.mark.parametrize("bad", ["fp8", "16-bit", "float32", 8, "bf32-true"])
 def test_unknown_precision_lists_valid_values(tmp_path, bad):
     with pytest.raises(MisconfigurationException, match=r"Unknown precision\. Received: precision=") as exc:
-        _trainer(tmp_path, precision=bad)
+        quiet_trainer(tmp_path, precision=bad)
     message = str(exc.value)
     assert repr(bad) in message and "Fix" in message
     for valid in VALID:
@@ -170,7 +157,7 @@ def test_32_true_is_plain_float32_training(tmp_path, precision):
     raw = copy.deepcopy(net)
     model = Probe(net)
     kwargs = {} if precision is None else {"precision": precision}
-    _trainer(tmp_path, max_epochs=2, **kwargs).fit(model, _loader())
+    quiet_trainer(tmp_path, max_epochs=2, **kwargs).fit(model, _loader())
     assert model.seen[0] == {
         "x": torch.float32, "y": torch.float32, "labels": torch.int64, "linear_out": torch.float32,
         "weight": torch.float32, "autocast": False,
@@ -182,7 +169,7 @@ def test_64_true_casts_weights_and_float_batch(tmp_path):
     net = _net()
     raw = copy.deepcopy(net)
     model = ValProbe(net)
-    trainer = _trainer(tmp_path, max_epochs=2, precision="64-true", num_sanity_val_steps=1)
+    trainer = quiet_trainer(tmp_path, max_epochs=2, precision="64-true", num_sanity_val_steps=1)
     trainer.fit(model, _loader(), DataLoader(_dataset(8), batch_size=4))
     assert all(p.dtype == torch.float64 for p in model.parameters())
     assert model.seen[0] == {
@@ -200,7 +187,7 @@ def test_low_precision_true_casts_weights_and_batch(tmp_path, precision, dtype):
     net = _net()
     raw = copy.deepcopy(net)
     model = Probe(net)
-    trainer = _trainer(tmp_path, max_epochs=2, precision=precision)
+    trainer = quiet_trainer(tmp_path, max_epochs=2, precision=precision)
     trainer.fit(model, _loader())
     assert all(p.dtype == dtype for p in model.parameters())
     assert model.seen[0] == {
@@ -220,7 +207,7 @@ def test_bf16_mixed_runs_forward_under_autocast_with_float32_weights(tmp_path):
     net = _net()
     raw = copy.deepcopy(net)
     model = ValProbe(net)
-    trainer = _trainer(tmp_path, max_epochs=2, precision="bf16-mixed", num_sanity_val_steps=1)
+    trainer = quiet_trainer(tmp_path, max_epochs=2, precision="bf16-mixed", num_sanity_val_steps=1)
     trainer.fit(model, _loader(), DataLoader(_dataset(8), batch_size=4))
     assert model.seen[0] == {
         "x": torch.float32, "y": torch.float32, "labels": torch.int64, "linear_out": torch.bfloat16,
@@ -268,7 +255,7 @@ def test_16_mixed_uses_grad_scaler_and_matches_amp_recipe(tmp_path):
     net = _net()
     raw = copy.deepcopy(net)
     model = Probe(net)
-    trainer = _trainer(tmp_path, max_epochs=15, precision="16-mixed")
+    trainer = quiet_trainer(tmp_path, max_epochs=15, precision="16-mixed")
     trainer.fit(model, _loader())
 
     assert model.seen[0]["linear_out"] == torch.float16 and model.seen[0]["autocast"]
@@ -293,7 +280,7 @@ def test_16_mixed_uses_grad_scaler_and_matches_amp_recipe(tmp_path):
 
 def test_16_mixed_scaler_state_saved_and_restored_on_resume(tmp_path):
     _cpu_kernel_or_skip(torch.float16, autocast=True)
-    trainer = _trainer(tmp_path, max_epochs=2, precision="16-mixed")
+    trainer = quiet_trainer(tmp_path, max_epochs=2, precision="16-mixed")
     trainer.fit(Probe(_net()), _loader())
     path = tmp_path / "amp.ckpt"
     trainer.save_checkpoint(path)
@@ -314,7 +301,7 @@ def test_16_mixed_scaler_state_saved_and_restored_on_resume(tmp_path):
             self.scaler_at_start = self.trainer._precision.scaler.state_dict()
 
     model = SeesScaler(_net())
-    resumed = _trainer(tmp_path, max_epochs=3, precision="16-mixed")
+    resumed = quiet_trainer(tmp_path, max_epochs=3, precision="16-mixed")
     resumed.fit(model, _loader(), ckpt_path=edited)
     assert model.scaler_at_start["scale"] == 1024.0 and model.scaler_at_start["_growth_tracker"] == 3
     assert resumed.current_epoch == 3 and resumed.global_step == 15
@@ -331,5 +318,5 @@ def test_16_mixed_rejects_lbfgs(tmp_path):
             return torch.optim.LBFGS(self.parameters())
 
     with pytest.raises(MisconfigurationException, match=r"Received: precision='16-mixed' with LBFGS") as exc:
-        _trainer(tmp_path, max_epochs=1, precision="16-mixed").fit(WithLBFGS(_net()), _loader())
+        quiet_trainer(tmp_path, max_epochs=1, precision="16-mixed").fit(WithLBFGS(_net()), _loader())
     assert "Fix" in str(exc.value)

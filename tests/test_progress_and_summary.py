@@ -77,6 +77,14 @@ def run_train_batches(cb, trainer, n):
         trainer.global_step += 1
 
 
+def start_fit_and_run_train_batches(cb, trainer, n):
+    """setup("fit"), on_train_start and on_train_epoch_start, then `n` training batches."""
+    cb.setup(trainer, None, "fit")
+    cb.on_train_start(trainer, None)
+    cb.on_train_epoch_start(trainer, None)
+    run_train_batches(cb, trainer, n)
+
+
 def run_fit(cb, trainer, epochs=1):
     cb.setup(trainer, None, "fit")
     run_sanity_check(cb, trainer)
@@ -141,10 +149,7 @@ def test_notebook_bars_only_in_a_kernel_with_ipywidgets(monkeypatch):
 def test_train_bar_reaches_total_and_shows_metrics(capsys):
     trainer = FakeTrainer(train=7)
     cb = TQDMProgressBar()
-    cb.setup(trainer, None, "fit")
-    cb.on_train_start(trainer, None)
-    cb.on_train_epoch_start(trainer, None)
-    run_train_batches(cb, trainer, 7)
+    start_fit_and_run_train_batches(cb, trainer, 7)
     bar = cb.train_progress_bar
     assert (bar.n, bar.total) == (7, 7)
     cb.on_train_epoch_end(trainer, None)
@@ -160,10 +165,7 @@ def test_train_bar_reaches_total_and_shows_metrics(capsys):
 def test_refresh_rate_draws_every_n_batches_and_reads_metrics_only_then(capsys):
     trainer = FakeTrainer(train=12)
     cb = InstantBar(refresh_rate=5)
-    cb.setup(trainer, None, "fit")
-    cb.on_train_start(trainer, None)
-    cb.on_train_epoch_start(trainer, None)
-    run_train_batches(cb, trainer, 12)
+    start_fit_and_run_train_batches(cb, trainer, 12)
     # Draws after batches 5 and 10, and at the last batch 12: one metrics read each.
     assert trainer.metric_reads == 3
     cb.on_train_epoch_end(trainer, None)  # shows epoch-level metrics: one more read
@@ -182,10 +184,7 @@ def test_time_throttle_skips_metric_reads_between_draws(capsys):
     # terminal): the metrics are read only for the draws, here just the final one.
     trainer = FakeTrainer(train=200)
     cb = TQDMProgressBar(refresh_rate=1)
-    cb.setup(trainer, None, "fit")
-    cb.on_train_start(trainer, None)
-    cb.on_train_epoch_start(trainer, None)
-    run_train_batches(cb, trainer, 200)
+    start_fit_and_run_train_batches(cb, trainer, 200)
     assert trainer.metric_reads <= 3
     assert cb.train_progress_bar.n == 200
     cb.on_train_end(trainer, None)
@@ -209,10 +208,7 @@ def test_full_fit_labels_sanity_check_and_validation(capsys):
 def test_validation_metrics_reach_the_epoch_bar(capsys):
     trainer = FakeTrainer(train=2, val=(2,))
     cb = TQDMProgressBar()
-    cb.setup(trainer, None, "fit")
-    cb.on_train_start(trainer, None)
-    cb.on_train_epoch_start(trainer, None)
-    run_train_batches(cb, trainer, 2)
+    start_fit_and_run_train_batches(cb, trainer, 2)
     trainer.metrics["val_acc"] = 0.875
     run_validation(cb, trainer, [2])
     assert cb.train_progress_bar.postfix.endswith("val_acc=0.875")
@@ -222,10 +218,7 @@ def test_validation_metrics_reach_the_epoch_bar(capsys):
 def test_bars_are_closed_after_each_stage():
     trainer = FakeTrainer(train=3)
     cb = TQDMProgressBar()
-    cb.setup(trainer, None, "fit")
-    cb.on_train_start(trainer, None)
-    cb.on_train_epoch_start(trainer, None)
-    run_train_batches(cb, trainer, 3)
+    start_fit_and_run_train_batches(cb, trainer, 3)
     train_bar = cb.train_progress_bar
     cb.on_validation_start(trainer, None)
     val_bar = cb.val_progress_bar
@@ -240,10 +233,7 @@ def test_bars_are_closed_after_each_stage():
 def test_on_exception_closes_every_open_bar():
     trainer = FakeTrainer()
     cb = TQDMProgressBar()
-    cb.setup(trainer, None, "fit")
-    cb.on_train_start(trainer, None)
-    cb.on_train_epoch_start(trainer, None)
-    run_train_batches(cb, trainer, 3)
+    start_fit_and_run_train_batches(cb, trainer, 3)
     cb.on_validation_start(trainer, None)
     cb.on_validation_batch_start(trainer, None, None, 0)
     bars = [cb.train_progress_bar, cb.val_progress_bar]
@@ -273,10 +263,7 @@ def test_leave_true_keeps_one_bar_per_epoch():
 def test_unknown_length_and_max_steps_totals(capsys):
     trainer = FakeTrainer(train=float("inf"))
     cb = InstantBar()
-    cb.setup(trainer, None, "fit")
-    cb.on_train_start(trainer, None)
-    cb.on_train_epoch_start(trainer, None)
-    run_train_batches(cb, trainer, 3)
+    start_fit_and_run_train_batches(cb, trainer, 3)
     assert cb.train_progress_bar.total is None and cb.train_progress_bar.n == 3
     assert "3/?" in capsys.readouterr().err
 

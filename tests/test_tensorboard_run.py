@@ -7,14 +7,7 @@ values are what the module itself logged, recorded as Python floats on the side.
 
 from __future__ import annotations
 
-import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -26,6 +19,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import fulmen as pl
 from fulmen.loggers import TensorBoardLogger
+
+from helpers import get_json, tensorboard_server
 
 
 class Regression(pl.LightningModule):
@@ -154,46 +149,13 @@ def test_second_fit_gets_the_next_version(tmp_path):
 # --- a real TensorBoard server --------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _get_json(url: str):
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return json.load(response)
-
-
 def test_tensorboard_server_serves_the_val_loss_of_the_run(run, tmp_path):
     root, _, _ = run
     logdir = root / "lightning_logs"
     expected = _scalars(_events(logdir / "version_0"), "val_loss")
 
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
-               "--port", str(port), "--load_fast=false"]  # fmt: skip
-    log_file = tmp_path / "tensorboard.out"
-    with open(log_file, "wb") as out:
-        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        # The server loads event files in a background thread: wait until the tag is listed.
-        deadline = time.monotonic() + 60
-        tags: dict = {}
-        while "val_loss" not in tags.get("version_0", {}):
-            assert server.poll() is None, f"tensorboard exited early:\n{log_file.read_text()}"
-            assert time.monotonic() < deadline, f"tensorboard did not list the run in 60 s:\n{log_file.read_text()}"
-            try:
-                tags = _get_json(f"{base}/data/plugin/scalars/tags")
-            except (urllib.error.URLError, ConnectionError):
-                pass
-            time.sleep(0.2)
-
+    with tensorboard_server(logdir, "val_loss", log_file=tmp_path / "tensorboard.out") as base:
         query = urllib.parse.urlencode({"run": "version_0", "tag": "val_loss"})
-        points = _get_json(f"{base}/data/plugin/scalars/scalars?{query}")  # [[wall_time, step, value], ...]
+        points = get_json(f"{base}/data/plugin/scalars/scalars?{query}")  # [[wall_time, step, value], ...]
         assert [(step, value) for _, step, value in points] == expected
         assert [step for step, _ in expected] == [3, 7]
-    finally:
-        server.kill()
-        server.wait(timeout=10)

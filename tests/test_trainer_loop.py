@@ -9,12 +9,13 @@ says fulmen deliberately differs.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 from collections import Counter
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 import fulmen as pl
 import fulmen.errors
@@ -23,19 +24,16 @@ from fulmen.checkpoint import load_checkpoint
 from fulmen.loggers import CSVLogger
 from fulmen.state import RunningStage, TrainerFn, TrainerStatus
 
+from helpers import quiet_trainer, random_regression
+
 pytestmark = pytest.mark.filterwarnings("ignore:validation_step is defined but there is no validation data")
 
 
 # ----------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------
-def dataset(n: int = 16, seed: int = 0) -> TensorDataset:
-    g = torch.Generator().manual_seed(seed)
-    return TensorDataset(torch.randn(n, 3, generator=g), torch.randn(n, 1, generator=g))
-
-
 def loader(n: int = 16, batch_size: int = 4, shuffle: bool = False, seed: int = 0) -> DataLoader:
-    return DataLoader(dataset(n, seed), batch_size=batch_size, shuffle=shuffle)
+    return DataLoader(random_regression(n, seed), batch_size=batch_size, shuffle=shuffle)
 
 
 class Model(pl.LightningModule):
@@ -82,19 +80,8 @@ class Model(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.05)
 
 
-def trainer(**kwargs) -> pl.Trainer:
-    defaults = dict(
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, accelerator="cpu",
-    )
-    defaults.update(kwargs)
-    return pl.Trainer(**defaults)
-
-
-@pytest.fixture
-def fresh_warnings(monkeypatch):
-    """`warn_once` stays quiet after the first time per process; give each test its own memory."""
-    monkeypatch.setattr(fulmen.errors, "_warned", set())
+# No sanity check.
+trainer = functools.partial(quiet_trainer, num_sanity_val_steps=0)
 
 
 class StopAt(pl.Callback):
@@ -145,7 +132,7 @@ def test_max_steps_counts_optimizer_steps_not_batches_under_accumulation():
     assert model.counts["train"] == 6
 
 
-def test_min_epochs_keeps_training_although_should_stop_is_set(fresh_warnings):
+def test_min_epochs_keeps_training_although_should_stop_is_set():
     model = Model()
     stopper = StopAt(None)  # asks to stop after every batch
     t = trainer(max_epochs=10, min_epochs=3, callbacks=[stopper])
@@ -156,7 +143,7 @@ def test_min_epochs_keeps_training_although_should_stop_is_set(fresh_warnings):
     assert t.current_epoch == 3
 
 
-def test_min_steps_keeps_training_until_reached_then_stops_at_once(fresh_warnings):
+def test_min_steps_keeps_training_until_reached_then_stops_at_once():
     model = Model()
     t = trainer(max_epochs=10, min_steps=5, callbacks=[StopAt(None)])
     with pytest.warns(UserWarning, match="min_steps=5"):
@@ -307,7 +294,7 @@ def test_fast_dev_run_runs_n_batches_of_everything_and_writes_nothing(tmp_path, 
     assert t.checkpoint_callback.best_model_path == ""
 
 
-def test_overfit_batches_uses_the_same_unshuffled_batches_every_epoch(fresh_warnings):
+def test_overfit_batches_uses_the_same_unshuffled_batches_every_epoch():
     seen: list[list[torch.Tensor]] = []
 
     class Recorder(Model):
@@ -318,7 +305,7 @@ def test_overfit_batches_uses_the_same_unshuffled_batches_every_epoch(fresh_warn
             seen[-1].append(batch[0].clone())
             return super().training_step(batch, batch_idx)
 
-    data = dataset(32)
+    data = random_regression(32)
     model = Recorder()
     t = trainer(max_epochs=3, overfit_batches=2)
     with pytest.warns(UserWarning, match="overfit_batches"):
@@ -386,8 +373,7 @@ def test_num_sanity_val_steps(steps, expected):
 
 def test_num_sanity_val_steps_defaults_to_two():
     model = Model()
-    t = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                   enable_model_summary=False)
+    t = quiet_trainer(accelerator="auto", max_epochs=1)
     t.fit(model, loader(16), loader(16))
     assert model.counts["sanity"] == 2
 
@@ -605,7 +591,7 @@ class Raises(Model):
         self.module_exceptions.append(exception)
 
 
-def test_keyboard_interrupt_is_handled_gracefully(fresh_warnings):
+def test_keyboard_interrupt_is_handled_gracefully():
     exc = KeyboardInterrupt()
     model, spy = Raises(exc), ExceptionSpy()
     t = trainer(max_epochs=3, callbacks=[spy])

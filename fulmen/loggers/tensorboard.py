@@ -73,6 +73,7 @@ class TensorBoardLogger(_VersionedDirLogger):
         self._sub_dir = None if sub_dir is None else os.fspath(sub_dir)
         self._kwargs = kwargs
         self._experiment: SummaryWriter | None = None
+        self._hparams_saved = False  # hparams.yaml is up to date
 
     @property
     def sub_dir(self) -> str | None:
@@ -116,6 +117,7 @@ class TensorBoardLogger(_VersionedDirLogger):
         """
         params = _convert_params(params)
         self.hparams.update(params)
+        self._hparams_saved = False
 
         if metrics is None:
             metrics = {"hp_metric": -1} if self._default_hp_metric else {}
@@ -172,9 +174,11 @@ class TensorBoardLogger(_VersionedDirLogger):
         if self._experiment is not None:
             self._experiment.flush()
         # Only into an existing directory: saving should not create an empty run on its own.
-        if os.path.isdir(self.log_dir):
-            hparams_file = os.path.join(self.log_dir, self.NAME_HPARAMS_FILE)
+        hparams_file = os.path.join(self.log_dir, self.NAME_HPARAMS_FILE)
+        # save() runs at every epoch end: rewrite the file only when the hparams changed.
+        if os.path.isdir(self.log_dir) and not (self._hparams_saved and os.path.isfile(hparams_file)):
             _atomic_write_text(hparams_file, dump_yaml(_to_plain(self.hparams)))
+            self._hparams_saved = True
 
     def finalize(self, status: str) -> None:
         """Flush and close the writer; on "success" also write `hparams.yaml`. Safe to call twice."""
