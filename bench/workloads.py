@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import os
 import tempfile
 import time
@@ -27,6 +28,10 @@ STEPS, WARMUP, BATCH = 2000, 200, 64  # workloads a and b: per-step time over st
 
 def framework(name: str) -> Any:
     """The `pl` namespace of a framework: `fulmen` or `pytorch_lightning`."""
+    if name == "lightning":
+        # Lightning prints its tips through `logging` handlers bound at import: silence them.
+        logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+        logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     return importlib.import_module("fulmen" if name == "fulmen" else "pytorch_lightning")
 
 
@@ -80,9 +85,9 @@ def tiny_step_raw(log: bool, steps: int = STEPS) -> float:
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(tmp)
-        step = 0
+        step, loader = 0, tiny_loader()
         while step < steps:
-            for x, y in tiny_loader():
+            for x, y in loader:
                 clock.tick()
                 loss = F.cross_entropy(net(x), y)
                 opt.zero_grad()
@@ -157,10 +162,10 @@ def small_cnn() -> nn.Module:
     )
 
 
-DIGITS_EPOCHS = 3
+DIGITS_EPOCHS = 10
 
 
-def digits_raw(root: str) -> float:
+def digits_raw(root: str, checkpoint: bool = True) -> float:
     """Seconds for the run: train with a tqdm bar and TensorBoard, validate, checkpoint each epoch."""
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
@@ -187,12 +192,13 @@ def digits_raw(root: str) -> float:
                 total += F.cross_entropy(net(x), y) * len(y)
                 count += len(y)
         writer.add_scalar("val_loss", (total / count).item(), step)
-        torch.save({"state_dict": net.state_dict(), "optimizer": opt.state_dict()}, os.path.join(root, "raw.ckpt"))
+        if checkpoint:
+            torch.save({"state_dict": net.state_dict(), "optimizer": opt.state_dict()}, os.path.join(root, "raw.ckpt"))
     writer.close()
     return time.perf_counter() - start
 
 
-def digits_framework(name: str, root: str) -> float:
+def digits_framework(name: str, root: str, checkpoint: bool = True) -> float:
     pl = framework(name)
     start = time.perf_counter()
     train, val = digits_loaders()
@@ -217,15 +223,15 @@ def digits_framework(name: str, root: str) -> float:
 
     trainer = pl.Trainer(
         max_epochs=DIGITS_EPOCHS, default_root_dir=os.path.join(root, name), enable_model_summary=False,
-        num_sanity_val_steps=0, accelerator="cpu", devices=1,
+        num_sanity_val_steps=0, accelerator="cpu", devices=1, enable_checkpointing=checkpoint,
     )
     trainer.fit(DigitsCNN(), train, val)
     return time.perf_counter() - start
 
 
-def digits_run(name: str) -> float:
+def digits_run(name: str, checkpoint: bool = True) -> float:
     with tempfile.TemporaryDirectory() as tmp, quiet():
-        return digits_raw(tmp) if name == "raw" else digits_framework(name, tmp)
+        return digits_raw(tmp, checkpoint) if name == "raw" else digits_framework(name, tmp, checkpoint)
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,12 +312,17 @@ def fitted_trainer(name: str, root: str) -> tuple[Any, Any]:
 
 
 def checkpoint_io(name: str, trainer: Any, root: str) -> dict[str, float]:
-    """Save and load times and file size. "raw" = plain torch.save/torch.load of fulmen's dict."""
+    """Save and load times and file size. "raw" = plain torch.save/torch.load of fulmen's dict;
+    "raw+fsync" = the same plus fsync, i.e. what durability costs without fulmen."""
     path = os.path.join(root, f"{name}.ckpt")
-    if name == "raw":
+    if name.startswith("raw"):
         checkpoint = trainer._checkpoint_dict()  # the same dict fulmen writes, built outside the timing
         start = time.perf_counter()
         torch.save(checkpoint, path)
+        if name == "raw+fsync":  # the same durability as fulmen's atomic write: data on disk
+            fd = os.open(path, os.O_RDONLY)
+            os.fsync(fd)
+            os.close(fd)
         saved = time.perf_counter()
         torch.load(path, weights_only=True)
     elif name == "fulmen":

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fulmen.callbacks.callback import Callback
+from fulmen.precision import _calls_closure_once
 
 if TYPE_CHECKING:
     from fulmen.module import LightningModule
@@ -20,6 +21,13 @@ CALLBACK_HOOKS = tuple(
     name
     for name, value in vars(Callback).items()
     if callable(value) and (name.startswith("on_") or name in ("setup", "teardown"))
+)
+
+
+# What a customised training step may override; none of them overridden → the plain step.
+_STEP_HOOKS = (
+    "optimizer_step", "optimizer_zero_grad", "backward", "configure_gradient_clipping", "on_before_zero_grad",
+    "on_before_backward", "on_after_backward", "on_before_optimizer_step",
 )
 
 
@@ -58,6 +66,16 @@ class HookDispatch:
         }
         # Training-step outputs are built only for someone who reads them in on_train_batch_end.
         self.wants_batch_outputs = self.overridden("on_train_batch_end")
+        # Nothing between training_step and the optimizer step customised: the loop may run the
+        # step as a hand-written loop would (fulmen.loop._plain_step).
+        self.plain_step = (
+            module.automatic_optimization
+            and len(trainer._optimizers) == 1
+            and trainer._precision.scaler is None
+            and not trainer.gradient_clip_val
+            and _calls_closure_once(type(trainer._optimizers[0].optimizer))
+            and not any(self.overridden(name) for name in _STEP_HOOKS)
+        )
 
     def overridden(self, name: str) -> bool:
         """Whether any callback or the module overrides hook `name`."""

@@ -180,9 +180,11 @@ def _device_batches(
     transfer hooks run one batch ahead; elsewhere they run right before each batch, in Lightning's order.
     """
     batches = itertools.islice(enumerate(loader), start, stop)
-    stream = torch.cuda.Stream(trainer.device) if trainer.device.type == "cuda" else None
-    if stream is not None:
+    if trainer.device.type == "cuda":
+        stream = torch.cuda.Stream(trainer.device)
         return prefetch(batches, lambda batch: trainer._to_device(batch, dataloader_idx), stream)
+    if trainer._transfer_is_noop:
+        return batches  # a CPU batch with no transfer hook to run: nothing to do per batch
     return ((i, trainer._to_device(batch, dataloader_idx)) for i, batch in batches)
 
 
@@ -196,14 +198,17 @@ def run_train_batch(trainer: Trainer, results: Results, batch: Any, batch_idx: i
         return _STOP_EPOCH
 
     steps_before = s.global_step
-    if module.automatic_optimization:
+    if hooks.plain_step:
+        outputs = _plain_step(trainer, batch, batch_idx)
+        stepped = s.global_step > steps_before
+    elif module.automatic_optimization:
         outputs = _automatic_step(trainer, batch, batch_idx)
         stepped = s.global_step > steps_before
     else:
         with trainer._precision.forward_context():
             outputs = module.training_step(batch, batch_idx)
         stepped = True  # as in Lightning, every manual-optimization batch advances the logging step
-    if s.global_step > steps_before:
+    if trainer.lr_scheduler_configs and s.global_step > steps_before:
         step_schedulers(trainer, "step", s.global_step)
 
     # The resume point moves before on_train_batch_end, so a checkpoint saved there resumes after this batch.
@@ -222,12 +227,19 @@ def run_train_batch(trainer: Trainer, results: Results, batch: Any, batch_idx: i
     return None
 
 
+def _window(trainer: Trainer, batch_idx: int) -> tuple[bool, bool]:
+    """(zero the gradients before backward, step the optimizer after it) for this batch under
+    gradient accumulation: zero at the first batch of a window, step at its last (or the epoch's)."""
+    accumulate = trainer.accumulate_grad_batches
+    return batch_idx % accumulate == 0, (batch_idx + 1) % accumulate == 0 or batch_idx + 1 == trainer.num_training_batches
+
+
 def _automatic_step(trainer: Trainer, batch: Any, batch_idx: int) -> Any:
-    """training_step + backward (+ optimizer step at the end of an accumulation window)."""
-    module, accumulate = trainer.lightning_module, trainer.accumulate_grad_batches
+    """training_step + backward (+ optimizer step at the end of an accumulation window), with every hook."""
+    module = trainer.lightning_module
     optimizer = trainer._optimizers[0] if trainer._optimizers else None
-    closure = _TrainingStep(trainer, batch, batch_idx, optimizer, zero_grad=batch_idx % accumulate == 0)
-    window_done = (batch_idx + 1) % accumulate == 0 or batch_idx + 1 == trainer.num_training_batches
+    zero_grad, window_done = _window(trainer, batch_idx)
+    closure = _TrainingStep(trainer, batch, batch_idx, optimizer, zero_grad)
     if optimizer is not None and window_done:
         module.optimizer_step(trainer.state.epoch, batch_idx, optimizer, closure)
     else:
@@ -238,6 +250,26 @@ def _automatic_step(trainer: Trainer, batch: Any, batch_idx: int) -> Any:
         # returned None): max_steps, "step" schedulers and logging follow windows.
         trainer.state.global_step += 1
     return closure.outputs
+
+
+def _plain_step(trainer: Trainer, batch: Any, batch_idx: int) -> Any:
+    """`_automatic_step` for the common case where nothing in it is customised (see
+    `HookDispatch.plain_step`): every hook it skips would be a no-op, so a small model pays no
+    more than in a hand-written loop."""
+    module, optimizer = trainer.lightning_module, trainer._optimizers[0].optimizer
+    zero_grad, window_done = _window(trainer, batch_idx)
+    with trainer._precision.forward_context():
+        output = module.training_step(batch, batch_idx)
+    loss = _loss_from(output, module)
+    if zero_grad:
+        optimizer.zero_grad()
+    if loss is not None:
+        accumulate = trainer.accumulate_grad_batches
+        (loss / accumulate if accumulate > 1 else loss).backward()
+    if window_done:
+        optimizer.step()
+        trainer.state.global_step += 1
+    return _outputs_dict(output, loss) if loss is not None and trainer._hooks.wants_batch_outputs else None
 
 
 class _TrainingStep:

@@ -18,6 +18,7 @@ from torch import nn
 
 from fulmen.errors import MisconfigurationException, warn_once
 from fulmen.hparams import AttributeDict, HyperparametersMixin
+from fulmen.logging import log_value
 
 if TYPE_CHECKING:
     from fulmen.optim import LightningOptimizer
@@ -189,8 +190,6 @@ class LightningModule(HyperparametersMixin, nn.Module):
         if self._trainer is None:
             warn_once("self.log() was called on a module not attached to a Trainer; the value is ignored.")
             return
-        from fulmen.logging import log_value
-
         log_value(
             self._trainer, name, value, prog_bar=prog_bar, logger=logger, on_step=on_step,
             on_epoch=on_epoch, reduce_fx=reduce_fx, enable_graph=enable_graph, sync_dist=sync_dist,

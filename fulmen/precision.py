@@ -8,6 +8,7 @@ scales the loss with a GradScaler so small float16 gradients do not flush to zer
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -27,9 +28,9 @@ _TRUE_DTYPES = {"64-true": torch.float64, "16-true": torch.float16, "bf16-true":
 _MIXED_DTYPES = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
 
 
-def _calls_closure_once(optimizer: Optimizer) -> bool:
+@functools.lru_cache(maxsize=None)
+def _calls_closure_once(cls: type) -> bool:
     """torch's built-in optimizers, except LBFGS, call a closure exactly once, before updating."""
-    cls = type(optimizer)
     return cls.__module__.startswith("torch.optim.") and not issubclass(cls, torch.optim.LBFGS)
 
 
@@ -70,16 +71,13 @@ class Precision:
             return torch.autocast(self.device.type, dtype=self.autocast_dtype)
         return _NO_CONTEXT
 
-    def scale_loss(self, loss: torch.Tensor) -> torch.Tensor:
-        return self.scaler.scale(loss) if self.scaler is not None else loss
-
     def optimizer_step(
         self, optimizer: Optimizer, closure: Callable[[], Any] | None,
         after_closure: Callable[[Optimizer], None], **kwargs: Any,
     ) -> Any:
         """Run `closure` (forward + backward), then `after_closure` (hooks, clipping), then step."""
         if self.scaler is None:
-            if closure is not None and _calls_closure_once(optimizer):
+            if closure is not None and _calls_closure_once(type(optimizer)):
                 # Same effect as step(closure) for torch's own optimizers, minus the closure plumbing
                 # (nested grad-mode switches) on every step: the hot path of a small model.
                 result = closure()

@@ -256,6 +256,7 @@ class Trainer:
         self.lr_scheduler_configs: list[LRSchedulerConfig] = []
         self._hooks: HookDispatch | None = None
         self._transfer_hooks: tuple[Any, Any, Any] = (None, None, None)
+        self._transfer_is_noop = False
         self.train_dataloader: Any = None
         self._val_loaders: list[Any] = []
         self._test_loaders: list[Any] = []
@@ -671,6 +672,10 @@ class Trainer:
             self._batch_hook(name)
             for name in ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
         )
+        self._transfer_is_noop = (
+            self._transfer_hooks == (None, None, None) and self._device.type == "cpu"
+            and self._precision.true_dtype is None
+        )
         self._setup_dataloaders(fn, model, datamodule, data)
         if checkpoint is not None and fn == TrainerFn.FITTING:
             self._restore_training_state(checkpoint, self._ckpt_path)
@@ -875,7 +880,8 @@ class Trainer:
     def _backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
         hooks = self._hooks
         hooks.both("on_before_backward", loss)
-        self.lightning_module.backward(self._precision.scale_loss(loss), *args, **kwargs)
+        scaler = self._precision.scaler
+        self.lightning_module.backward(loss if scaler is None else scaler.scale(loss), *args, **kwargs)
         hooks.both("on_after_backward")
 
     def _after_closure(self, optimizer: torch.optim.Optimizer) -> None:
