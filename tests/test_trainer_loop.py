@@ -689,7 +689,8 @@ def test_train_and_eval_modes_are_restored_after_validation():
 
     model = Modes()
     t = trainer(max_epochs=1, val_check_interval=2, num_sanity_val_steps=1)
-    t.fit(model, loader(16), loader(8))
+    with pytest.warns(UserWarning, match=r"3 module\(s\) are in eval mode at the start of training"):
+        t.fit(model, loader(16), loader(8))
     kinds = [m[0] for m in model.modes]
     # sanity val, then train, train, val, val, train, train, val, val
     assert kinds == ["val", "train", "train", "val", "val", "train", "train", "val", "val"]
