@@ -1,6 +1,6 @@
 """fulmen vs a raw PyTorch loop vs Lightning, side by side, in one run.
 
-    python bench/run.py                 # all workloads, 5 interleaved repeats (~8 minutes on 2 cores)
+    python bench/run.py                 # all workloads, 7 interleaved repeats (~9 minutes on 2 cores)
     python bench/run.py --repeats 3 --only a,b
 
 Runs are interleaved (raw, fulmen, Lightning, raw, ...) so that noise on a shared machine hits
@@ -168,7 +168,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats per workload (default 5)")
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved repeats per workload (default 7)")
     parser.add_argument("--only", default="a,b,c,d,e,f,g", help="comma-separated workload letters")
     parser.add_argument("--out", default=str(HERE / "results"), help="folder for results.json and chart.png")
     args = parser.parse_args()

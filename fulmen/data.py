@@ -29,8 +29,12 @@ def apply_to_tensors(data: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
     if isinstance(data, (list, tuple)):
         return type(data)(apply_to_tensors(v, fn) for v in data)
     if dataclasses.is_dataclass(data) and not isinstance(data, type):
-        changes = {f.name: apply_to_tensors(getattr(data, f.name), fn) for f in dataclasses.fields(data) if f.init}
-        return dataclasses.replace(data, **changes)
+        fields = dataclasses.fields(data)
+        result = dataclasses.replace(data, **{f.name: apply_to_tensors(getattr(data, f.name), fn) for f in fields if f.init})
+        for f in fields:  # replace() resets fields that __init__ does not take; carry them over too
+            if not f.init and hasattr(data, f.name):
+                object.__setattr__(result, f.name, apply_to_tensors(getattr(data, f.name), fn))
+        return result
     if hasattr(data, "to") and callable(data.to) and not isinstance(data, torch.nn.Module):
         # objects that know how to move themselves, e.g. a custom batch class
         return fn(data)

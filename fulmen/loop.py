@@ -165,8 +165,6 @@ def _end_train_epoch(trainer: Trainer, results: Results) -> None:
     step_schedulers(trainer, "epoch", s.epoch + 1)
     s.epoch_finished = True
     hooks.train_epoch_end_monitors()
-    for logger in trainer.loggers:
-        logger.save()
     trainer._train_results = trainer._results = None
     s.epoch, s.batches_done, s.epoch_finished = s.epoch + 1, 0, False
 

@@ -1,30 +1,33 @@
 """`Trainer`: checks the configuration, prepares a run, and hands it to the loops.
 
+This file owns the argument checks, the public entry points, the properties users read, and the
+set-up of a run (callbacks, optimizers, hooks, batch transfer). What it hands off: the loops
+live in `fulmen/loop.py`; which data each stage runs on in `fulmen/dataloading.py`; the
+checkpoint dict, resolving `ckpt_path` and restoring from it in `fulmen/checkpoint.py`.
+
 Reading order: `__init__` (every argument checked here, before any work), the public entry
 points `fit`/`validate`/`test`/`predict`/`save_checkpoint`, the properties users read, then the
-private chain `_run` → setup → `fulmen.loop`. The loops themselves live in `fulmen/loop.py`.
+private chain `_run` → `_setup` → `fulmen.loop`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
-from fulmen import loop
-from fulmen.__about__ import __version__
+from fulmen import dataloading, loop
 from fulmen.accelerators import device_for, parse_accelerator, parse_devices
 from fulmen.callbacks.callback import Callback
-from fulmen.checkpoint import atomic_save, load_checkpoint
-from fulmen.data import (
-    as_loader_list, check_limit, extract_batch_size, move_to_device, num_batches, with_sampler,
+from fulmen.checkpoint import (
+    atomic_save, checkpoint_dict, resolve_ckpt_path, restore_modules, restore_training_state,
 )
+from fulmen.data import check_limit, extract_batch_size, move_to_device
+from fulmen.dataloading import one_or_list
 from fulmen.datamodule import LightningDataModule
 from fulmen.errors import MisconfigurationException, warn_once
 from fulmen.hooks import HookDispatch, is_overridden
@@ -33,7 +36,6 @@ from fulmen.logging import Results, to_float_dict
 from fulmen.module import LightningModule
 from fulmen.optim import LightningOptimizer, LRSchedulerConfig, parse_optimizers
 from fulmen.precision import Precision, parse_precision
-from fulmen.seed import worker_init_function
 from fulmen.state import RunningStage, TrainerFn, TrainerState, TrainerStatus
 
 
@@ -78,12 +80,6 @@ def _unwrap_compiled(model: Any) -> Any:
         return model
     inner._compiled_call_impl = compile_like(inner._call_impl)
     return inner
-
-
-def _one_or_list(loaders: list[Any]) -> Any:
-    if not loaders:
-        return None
-    return loaders[0] if len(loaders) == 1 else loaders
 
 
 class Trainer:
@@ -334,7 +330,7 @@ class Trainer:
                 "save_checkpoint needs a model attached to the Trainer. "
                 "Fix: call it after or during trainer.fit(model)."
             )
-        atomic_save(self._checkpoint_dict(weights_only), filepath)
+        atomic_save(checkpoint_dict(self, weights_only), filepath)
         for logger in self.loggers:
             logger.after_save_checkpoint(self.checkpoint_callback)
 
@@ -455,15 +451,15 @@ class Trainer:
     @property
     def val_dataloaders(self) -> Any:
         """The validation dataloader in use (a list when there are several), as it was passed."""
-        return _one_or_list(self._val_loaders)
+        return one_or_list(self._val_loaders)
 
     @property
     def test_dataloaders(self) -> Any:
-        return _one_or_list(self._test_loaders)
+        return one_or_list(self._test_loaders)
 
     @property
     def predict_dataloaders(self) -> Any:
-        return _one_or_list(self._predict_loaders)
+        return one_or_list(self._predict_loaders)
 
     @property
     def ckpt_path(self) -> str | None:
@@ -656,8 +652,8 @@ class Trainer:
             self._check_fit_model(model)
         # As in Lightning: weights and callback states are restored before configure_optimizers
         # (which may depend on them), the optimizer and loop state after it.
-        self._ckpt_path = self._resolve_ckpt_path(fn, ckpt_path)
-        checkpoint = self._restore(self._ckpt_path) if self._ckpt_path is not None else None
+        self._ckpt_path = resolve_ckpt_path(self, fn, ckpt_path)
+        checkpoint = restore_modules(self, self._ckpt_path) if self._ckpt_path is not None else None
         if fn == TrainerFn.FITTING:
             optimizers, self.lr_scheduler_configs = parse_optimizers(model.configure_optimizers())
             if model.automatic_optimization and len(optimizers) > 1:
@@ -676,9 +672,9 @@ class Trainer:
             self._transfer_hooks == (None, None, None) and self._device.type == "cpu"
             and self._precision.true_dtype is None
         )
-        self._setup_dataloaders(fn, model, datamodule, data)
+        dataloading.setup_dataloaders(self, fn, model, datamodule, data)
         if checkpoint is not None and fn == TrainerFn.FITTING:
-            self._restore_training_state(checkpoint, self._ckpt_path)
+            restore_training_state(self, checkpoint, self._ckpt_path)
         self._log_hyperparams(model, datamodule)
 
     def _check_fit_model(self, model: LightningModule) -> None:
@@ -721,128 +717,18 @@ class Trainer:
             c for c in self.callbacks if isinstance(c, ModelCheckpoint)
         ]
 
-    # --- data -------------------------------------------------------------------------------
-    def _loaders_from(self, kind: str, model: LightningModule, datamodule: Any) -> list[Any]:
-        method = f"{kind}_dataloader"
-        if datamodule is not None and is_overridden(method, datamodule, LightningDataModule):
-            return as_loader_list(getattr(datamodule, method)(), method)
-        if callable(getattr(model, method, None)):
-            return as_loader_list(getattr(model, method)(), method)
-        return []
-
+    # --- data: fulmen/dataloading.py does the work; loop.py and tests call these ----------
     def _prepare_loader(self, loader: Any, train: bool) -> Any:
-        if not isinstance(loader, DataLoader):
-            return loader
-        if self._device.type == "cuda" and not loader.pin_memory:
-            # Page-locked host memory lets the copy to the GPU run asynchronously (non_blocking).
-            loader.pin_memory = True
-        if os.environ.get("PL_SEED_WORKERS") == "1" and loader.num_workers > 0 and loader.worker_init_fn is None:
-            loader.worker_init_fn = worker_init_function
-        if train and self.overfit_batches and isinstance(loader.sampler, RandomSampler):
-            warn_once("overfit_batches is set: the training data is not shuffled, so every epoch sees the same batches.")
-            loader = with_sampler(loader, SequentialSampler(loader.dataset))
-        return loader
-
-    def _setup_dataloaders(self, fn: TrainerFn, model: LightningModule, datamodule: Any, data: dict) -> None:
-        self._fit_data = data
-        self._val_enabled = False
-        if fn == TrainerFn.FITTING:
-            self._load_train_dataloader()
-            self._load_val_dataloaders()
-            self._val_enabled = bool(self._val_loaders) and self.limit_val_batches != 0
-            has_step = is_overridden("validation_step", model, LightningModule)
-            if has_step and not self._val_loaders:
-                warn_once("validation_step is defined but there is no validation data, so validation is skipped. "
-                          "Fix: pass val_dataloaders to fit, or define val_dataloader().")
-            elif self._val_loaders and not has_step:
-                warn_once("Validation data was given but the model has no validation_step, so validation is skipped. "
-                          "Fix: define validation_step(self, batch, batch_idx).")
-            self._val_enabled = self._val_enabled and has_step
-            self._compute_val_check_batch()
-        elif fn in (TrainerFn.VALIDATING, TrainerFn.TESTING):
-            kind = "val" if fn == TrainerFn.VALIDATING else "test"
-            explicit = data.get("eval_loaders")
-            loaders = as_loader_list(explicit, "dataloaders") if explicit is not None else self._loaders_from(kind, model, datamodule)
-            step = "validation_step" if kind == "val" else "test_step"
-            if not loaders:
-                raise MisconfigurationException(
-                    f"trainer.{fn.value}() found no data. Received: dataloaders=None and no {kind}_dataloader(). "
-                    f"Fix: trainer.{fn.value}(model, dataloaders=DataLoader(...))."
-                )
-            if not is_overridden(step, model, LightningModule):
-                raise MisconfigurationException(
-                    f"trainer.{fn.value}() needs {type(model).__name__}.{step}. Received: no {step} override. "
-                    f"Fix: define `def {step}(self, batch, batch_idx)`."
-                )
-            loaders = [self._prepare_loader(dl, train=False) for dl in loaders]
-            limit = self.limit_val_batches if kind == "val" else self.limit_test_batches
-            counts = [num_batches(dl, limit) for dl in loaders]
-            if kind == "val":
-                self._val_loaders, self.num_val_batches = loaders, counts
-            else:
-                self._test_loaders, self.num_test_batches = loaders, counts
-        else:
-            explicit = data.get("predict")
-            loaders = as_loader_list(explicit, "dataloaders") if explicit is not None else self._loaders_from("predict", model, datamodule)
-            if not loaders:
-                raise MisconfigurationException(
-                    "trainer.predict() found no data. Received: dataloaders=None and no predict_dataloader(). "
-                    "Fix: trainer.predict(model, dataloaders=DataLoader(...))."
-                )
-            self._predict_loaders = [self._prepare_loader(dl, train=False) for dl in loaders]
-            self.num_predict_batches = [num_batches(dl, self.limit_predict_batches) for dl in self._predict_loaders]
+        return dataloading.prepare_loader(self, loader, train)
 
     def _load_train_dataloader(self) -> None:
-        explicit = self._fit_data.get("train")
-        if explicit is not None:
-            loaders = as_loader_list(explicit, "train_dataloaders")
-        else:
-            loaders = self._loaders_from("train", self.lightning_module, self.datamodule)
-        if not loaders:
-            raise MisconfigurationException(
-                "fit found no training data. Received: train_dataloaders=None, no datamodule.train_dataloader() and "
-                "no model.train_dataloader(). Fix: trainer.fit(model, train_dataloaders=DataLoader(dataset, ...))."
-            )
-        if len(loaders) > 1:
-            raise MisconfigurationException(
-                f"fit takes one training dataloader. Received: {len(loaders)} training dataloaders. "
-                "Fix: combine the datasets (torch.utils.data.ConcatDataset) into one DataLoader."
-            )
-        self.train_dataloader = self._prepare_loader(loaders[0], train=True)
-        self.num_training_batches = num_batches(self.train_dataloader, self.limit_train_batches)
-        self._last_train_reload_epoch = self.state.epoch
+        dataloading.load_train_dataloader(self)
 
     def _load_val_dataloaders(self) -> None:
-        explicit = self._fit_data.get("val")
-        if explicit is not None:
-            loaders = as_loader_list(explicit, "val_dataloaders")
-        else:
-            loaders = self._loaders_from("val", self.lightning_module, self.datamodule)
-        self._val_loaders = [self._prepare_loader(dl, train=False) for dl in loaders]
-        self.num_val_batches = [num_batches(dl, self.limit_val_batches) for dl in self._val_loaders]
-        self.num_sanity_val_batches = [min(self.num_sanity_val_steps, n) for n in self.num_val_batches]
+        dataloading.load_val_dataloaders(self)
 
     def _compute_val_check_batch(self) -> None:
-        interval, n = self.val_check_interval, self.num_training_batches
-        if isinstance(interval, int):
-            if self.check_val_every_n_epoch is not None and n != float("inf") and interval > n:
-                raise MisconfigurationException(
-                    f"val_check_interval ({interval}) is larger than the number of training batches ({n}), so "
-                    f"validation would never run. Received: val_check_interval={interval}. Fix: use a value <= {n}, "
-                    "set check_val_every_n_epoch=None to count batches across epochs, or limit_val_batches=0 to "
-                    "disable validation."
-                )
-            self.val_check_batch = interval
-        elif n == float("inf"):
-            if interval != 1.0:
-                raise MisconfigurationException(
-                    "A fractional val_check_interval needs a training dataloader with a length. "
-                    f"Received: val_check_interval={interval} with an iterable of unknown length. "
-                    "Fix: pass an int number of batches."
-                )
-            self.val_check_batch = float("inf")
-        else:
-            self.val_check_batch = max(1, int(n * interval))
+        dataloading.compute_val_check_batch(self)
 
     # --- batches ----------------------------------------------------------------------------
     def _to_device(self, batch: Any, dataloader_idx: int) -> Any:
@@ -928,110 +814,8 @@ class Trainer:
             logger.finalize(status)
 
     # ======================================================================================
-    # checkpoints
+    # checkpoints (fulmen/checkpoint.py)
     # ======================================================================================
     def _checkpoint_dict(self, weights_only: bool = False) -> dict[str, Any]:
-        module, s = self.lightning_module, self.state
-        checkpoint: dict[str, Any] = {
-            "epoch": s.epoch,
-            "global_step": s.global_step,
-            "fulmen_version": __version__,
-            "state_dict": module.state_dict(),
-            "resume": s.state_dict(),
-        }
-        if not weights_only:
-            checkpoint["callbacks"] = {cb.state_key: cb.state_dict() for cb in self.callbacks}
-            checkpoint["optimizer_states"] = [o.optimizer.state_dict() for o in self._optimizers]
-            checkpoint["lr_schedulers"] = [c.scheduler.state_dict() for c in self.lr_scheduler_configs]
-            precision_state = self._precision.state_dict()
-            if precision_state:
-                checkpoint["MixedPrecision"] = precision_state
-        if module.hparams:
-            checkpoint["hparams_name"] = "kwargs"
-            checkpoint["hyper_parameters"] = to_plain_hparams(module.hparams)
-        dm = self.datamodule
-        if dm is not None:
-            if dm.hparams:
-                checkpoint["datamodule_hparams_name"] = "kwargs"
-                checkpoint["datamodule_hyper_parameters"] = to_plain_hparams(dm.hparams)
-            dm_state = dm.state_dict()
-            if dm_state:
-                checkpoint[type(dm).__qualname__] = dm_state
-        if not weights_only:
-            for cb in self.callbacks:
-                cb.on_save_checkpoint(self, module, checkpoint)
-        module.on_save_checkpoint(checkpoint)
-        return checkpoint
-
-    def _resolve_ckpt_path(self, fn: TrainerFn, ckpt_path: Any) -> str | None:
-        if ckpt_path is None:
-            return None
-        if ckpt_path == "best":
-            cb = self.checkpoint_callback
-            best = getattr(cb, "best_model_path", "") if cb is not None else ""
-            if not best:
-                raise MisconfigurationException(
-                    'ckpt_path="best" needs a ModelCheckpoint that has saved a best model. '
-                    "Received: no best checkpoint. Fix: fit with a ModelCheckpoint(monitor=...), or pass a path."
-                )
-            return best
-        if ckpt_path == "last":
-            last = self._newest_checkpoint()
-            if last is None:
-                if fn == TrainerFn.FITTING:
-                    warn_once('ckpt_path="last": no checkpoint found for this run; starting from scratch.')
-                    return None
-                raise MisconfigurationException(
-                    'ckpt_path="last" found no checkpoint. Received: ckpt_path="last". Fix: pass a checkpoint path.'
-                )
-            return last
-        return str(ckpt_path)
-
-    def _newest_checkpoint(self) -> str | None:
-        candidates: list[Path] = []
-        for cb in self.checkpoint_callbacks:
-            if getattr(cb, "last_model_path", ""):
-                candidates.append(Path(cb.last_model_path))
-            dirpath = cb.resolve_dirpath(self) if hasattr(cb, "resolve_dirpath") else None
-            if dirpath is not None and Path(dirpath).is_dir():
-                candidates.extend(Path(dirpath).glob("*.ckpt"))
-        existing = [p for p in candidates if p.is_file()]
-        return str(max(existing, key=lambda p: p.stat().st_mtime)) if existing else None
-
-    def _restore(self, path: str) -> dict[str, Any]:
-        """Load `path` into the module, datamodule and callbacks; return the checkpoint."""
-        module = self.lightning_module
-        checkpoint = load_checkpoint(path, map_location="cpu")
-        module.on_load_checkpoint(checkpoint)
-        module.load_state_dict(checkpoint["state_dict"])
-        dm = self.datamodule
-        if dm is not None and type(dm).__qualname__ in checkpoint:
-            dm.load_state_dict(checkpoint[type(dm).__qualname__])
-        callback_states = checkpoint.get("callbacks") or {}
-        for cb in self.callbacks:
-            cb.on_load_checkpoint(self, module, checkpoint)
-            if cb.state_key in callback_states:
-                cb.load_state_dict(callback_states[cb.state_key])
-        return checkpoint
-
-    def _restore_training_state(self, checkpoint: dict[str, Any], path: str) -> None:
-        """Optimizers, schedulers, precision and the resume point, once the optimizers exist."""
-        if "optimizer_states" not in checkpoint:
-            raise MisconfigurationException(
-                f"{path} holds weights only (saved with save_weights_only=True), so training cannot resume from it. "
-                "Received: no optimizer_states. Fix: load the weights with Model.load_from_checkpoint(path) and call "
-                "fit without ckpt_path."
-            )
-        for opt, state in zip(self._optimizers, checkpoint["optimizer_states"]):
-            opt.optimizer.load_state_dict(state)
-        for config, state in zip(self.lr_scheduler_configs, checkpoint.get("lr_schedulers", [])):
-            config.scheduler.load_state_dict(state)
-        self._precision.load_state_dict(checkpoint.get("MixedPrecision", {}))
-        s = self.state
-        if "resume" in checkpoint:
-            s.load_state_dict(checkpoint["resume"])
-        else:  # a checkpoint from another tool: assume it was saved at the end of its epoch
-            s.epoch, s.global_step, s.epoch_finished = checkpoint.get("epoch", 0), checkpoint.get("global_step", 0), True
-            s.log_step = s.global_step
-        if s.epoch_finished:
-            s.epoch, s.batches_done, s.epoch_finished = s.epoch + 1, 0, False
+        """The dict `save_checkpoint` writes (bench/workloads.py builds it through here)."""
+        return checkpoint_dict(self, weights_only)

@@ -576,3 +576,16 @@ def test_iterable_dataset_with_int_limits_and_max_steps():
     t.fit(model, DataLoader(Stream(40), batch_size=4))
     assert t.num_training_batches == 2
     assert t.global_step == 7 and model.counts["train"] == 7
+
+
+def test_dataclass_fields_outside_init_are_moved_too():
+    @dataclasses.dataclass
+    class Batch:
+        x: torch.Tensor
+        mask: torch.Tensor = dataclasses.field(init=False)
+
+    batch = Batch(torch.ones(2))
+    batch.mask = torch.zeros(2, dtype=torch.bool)
+    moved = move_to_device(batch, torch.device("meta"))
+    assert moved.x.device.type == "meta" and moved.mask.device.type == "meta"
+    assert moved.mask.dtype == torch.bool and batch.mask.device.type == "cpu"
