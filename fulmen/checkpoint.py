@@ -26,8 +26,10 @@ from typing import IO, TYPE_CHECKING, Any
 import torch
 
 from fulmen.__about__ import __version__
+from fulmen.dataloading import loader_position
 from fulmen.errors import MisconfigurationException, warn_once
 from fulmen.hparams import to_plain_hparams
+from fulmen.seed import rng_state_dict
 from fulmen.state import TrainerFn
 
 if TYPE_CHECKING:  # trainer.py imports this module, so only the type checker may import it back
@@ -108,6 +110,13 @@ def checkpoint_dict(trainer: Trainer, weights_only: bool = False) -> dict[str, A
         "state_dict": module.state_dict(),
         "resume": s.state_dict(),
     }
+    if trainer.state.fn == "fit" and trainer.train_dataloader is not None:
+        # Exact resume: the random state now and at the start of the epoch (which decided its data
+        # order), and a stateful loader's own position. Plain data and tensors only.
+        checkpoint["resume"].update(
+            rng=rng_state_dict(), epoch_start=trainer._epoch_start,
+            loader=loader_position(trainer.train_dataloader),
+        )
     if not weights_only:
         checkpoint["callbacks"] = {cb.state_key: cb.state_dict() for cb in trainer.callbacks}
         checkpoint["optimizer_states"] = [o.optimizer.state_dict() for o in trainer._optimizers]
@@ -205,6 +214,7 @@ def restore_training_state(trainer: Trainer, checkpoint: dict[str, Any], path: s
     s = trainer.state
     if "resume" in checkpoint:
         s.load_state_dict(checkpoint["resume"])
+        trainer._resume = checkpoint["resume"]  # random and data-order state, applied at the epoch's start
     else:  # a checkpoint from another tool: assume it was saved at the end of its epoch
         s.epoch, s.global_step, s.epoch_finished = checkpoint.get("epoch", 0), checkpoint.get("global_step", 0), True
         s.log_step = s.global_step

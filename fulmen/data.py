@@ -130,16 +130,19 @@ def num_batches(loader: Any, limit: int | float) -> int | float:
     return n
 
 
-def with_sampler(loader: DataLoader, sampler: Sampler) -> DataLoader:
-    """A copy of `loader` that draws indices from `sampler` (everything else unchanged)."""
+def with_sampler(loader: DataLoader, sampler: Sampler | None = None, batch_sampler: Any = None) -> DataLoader:
+    """A copy of `loader` that draws indices from `sampler` (or whole batches of indices from
+    `batch_sampler`); everything else unchanged."""
+    batching = (
+        {"batch_sampler": batch_sampler} if batch_sampler is not None
+        else {"batch_size": loader.batch_size, "sampler": sampler, "drop_last": loader.drop_last}
+    )
     return DataLoader(
         loader.dataset,
-        batch_size=loader.batch_size,
-        sampler=sampler,
+        **batching,
         num_workers=loader.num_workers,
         collate_fn=loader.collate_fn,
         pin_memory=loader.pin_memory,
-        drop_last=loader.drop_last,
         timeout=loader.timeout,
         worker_init_fn=loader.worker_init_fn,
         generator=loader.generator,

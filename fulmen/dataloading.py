@@ -12,8 +12,12 @@ where the loops and users read them.
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
+
+import torch
 
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
@@ -22,7 +26,7 @@ from fulmen.datamodule import LightningDataModule
 from fulmen.errors import MisconfigurationException, warn_once
 from fulmen.hooks import is_overridden
 from fulmen.module import LightningModule
-from fulmen.seed import worker_init_function
+from fulmen.seed import load_rng_state_dict, rng_state_dict, worker_init_function
 from fulmen.state import TrainerFn
 
 if TYPE_CHECKING:  # trainer.py imports this module, so only the type checker may import it back
@@ -168,3 +172,97 @@ def one_or_list(loaders: list[Any]) -> Any:
     if not loaders:
         return None
     return loaders[0] if len(loaders) == 1 else loaders
+
+
+# --- exact resume: the data order and random state of a training epoch ----------------------------
+def _generators(loader: Any) -> list[torch.Generator]:
+    """The torch generators that decide `loader`'s order (its own, its sampler's, its batch sampler's)."""
+    found: dict[int, torch.Generator] = {}
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    for owner in (loader, getattr(loader, "sampler", None), getattr(batch_sampler, "sampler", None)):
+        generator = getattr(owner, "generator", None)
+        if isinstance(generator, torch.Generator):
+            found.setdefault(id(generator), generator)
+    return list(found.values())
+
+
+def _is_stateful(loader: Any) -> bool:
+    """Loaders that save their own position (e.g. torchdata's StatefulDataLoader)."""
+    return callable(getattr(loader, "state_dict", None)) and callable(getattr(loader, "load_state_dict", None))
+
+
+def epoch_start_state(loader: Any) -> dict[str, Any]:
+    """What decides this epoch's data order, taken just before its iterator is created."""
+    return {"rng": rng_state_dict(), "generators": [g.get_state() for g in _generators(loader)]}
+
+
+def loader_position(loader: Any) -> Any:
+    """A stateful loader's own position, for the checkpoint; None for other loaders."""
+    return loader.state_dict() if _is_stateful(loader) else None
+
+
+class _SkipBatches:
+    """A batch sampler that drops the first `skip` batches of `inner` without loading them.
+
+    The sampler's randomness is drawn as in the original epoch (the epoch-start state is restored
+    first); `then` runs once the skipped batches are drawn, to put back the random state the
+    checkpoint had when the next batch was about to be loaded.
+    """
+
+    def __init__(self, inner: Any, skip: int, then: Any):
+        self.inner, self.skip, self.then = inner, skip, then
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __iter__(self) -> Any:
+        for i, indices in enumerate(self.inner):
+            if i == self.skip:
+                self.then()
+            if i >= self.skip:
+                yield indices
+
+
+def train_epoch_batches(trainer: Trainer, loader: Any, stop: int | None) -> Iterator[tuple[int, Any]]:
+    """`(batch_idx, batch)` for the epoch's batches from `state.batches_done` to `stop`.
+
+    Fresh epochs simply iterate. An epoch resumed from a checkpoint gets the data order and the
+    random state the uninterrupted run had: the generators are set back to the epoch's start,
+    the batches already trained on are skipped by index (their data is never loaded), and the
+    random state at the checkpoint is restored just before the next batch is loaded.
+    """
+    start, resume = trainer.state.batches_done, trainer._resume
+    trainer._resume = None
+    if resume is not None and start == 0 and resume.get("rng") is not None:  # saved at the previous epoch's end
+        load_rng_state_dict(resume["rng"])
+    elif resume is not None and resume.get("epoch_start") is not None:
+        epoch_start = resume["epoch_start"]
+        load_rng_state_dict(epoch_start["rng"])
+        for generator, state in zip(_generators(loader), epoch_start["generators"]):
+            generator.set_state(state)
+    trainer._epoch_start = epoch_start_state(loader)
+    remaining = None if stop is None else max(stop - start, 0)
+    if start == 0:
+        return itertools.islice(enumerate(loader), stop)
+
+    def restore_checkpoint_rng() -> None:
+        if resume is not None and resume.get("rng") is not None:
+            load_rng_state_dict(resume["rng"])
+
+    if resume is not None and resume.get("loader") is not None and _is_stateful(loader):
+        loader.load_state_dict(resume["loader"])
+        restore_checkpoint_rng()
+        return itertools.islice(enumerate(loader, start), remaining)
+    if isinstance(loader, DataLoader) and loader.batch_sampler is not None:
+        skipping = with_sampler(loader, batch_sampler=_SkipBatches(loader.batch_sampler, start, restore_checkpoint_rng))
+        return itertools.islice(enumerate(skipping, start), remaining)
+    # Any other iterable: there is no index to skip by, so the trained-on batches are loaded and dropped.
+    warn_once(
+        f"Resuming mid-epoch: {type(loader).__name__} has no batch sampler, so the {start} batches already "
+        "trained on are loaded again and dropped. Fix: use a map-style DataLoader or a stateful loader."
+    )
+    batches = enumerate(loader)
+    for _ in itertools.islice(batches, start):
+        pass
+    restore_checkpoint_rng()
+    return itertools.islice(batches, remaining)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from fulmen.data import prefetch, set_sampler_epoch
+from fulmen.dataloading import train_epoch_batches
 from fulmen.errors import MisconfigurationException, warn_once
 from fulmen.logging import Results, to_float_dict
 from fulmen.optim import step_schedulers
@@ -139,13 +140,14 @@ def run_train_epoch(trainer: Trainer) -> None:
     validated_at_end = False
     log_at = s.log_step
     # A resumed epoch skips the batches it already trained on.
-    for batch_idx, batch in _device_batches(trainer, loader, 0, s.batches_done, stop):
+    for batch_idx, batch in _device_batches(trainer, train_epoch_batches(trainer, loader, stop), 0):
         # As in Lightning, validation after a batch logs at that batch's step, not the next one.
         log_at = s.log_step
         if run_train_batch(trainer, results, batch, batch_idx) == _STOP_EPOCH:
             break
         is_last = batch_idx + 1 == limit
         validated_at_end = _maybe_validate(trainer, batch_idx, is_last, log_at)
+        _run_after_batch(trainer)
         if _max_steps_reached(trainer) or _stop_requested(trainer):
             break
     if trainer.val_check_batch == float("inf") and not validated_at_end and _validation_due_this_epoch(trainer):
@@ -169,21 +171,26 @@ def _end_train_epoch(trainer: Trainer, results: Results) -> None:
     s.epoch, s.batches_done, s.epoch_finished = s.epoch + 1, 0, False
 
 
-def _device_batches(
-    trainer: Trainer, loader: Any, dataloader_idx: int, start: int, stop: int | None
-) -> Iterator[tuple[int, Any]]:
-    """`(batch_idx, batch)` for batches start..stop of `loader`, each through the transfer hooks.
+def _device_batches(trainer: Trainer, batches: Iterator[tuple[int, Any]], dataloader_idx: int) -> Iterator[tuple[int, Any]]:
+    """The `(batch_idx, batch)` pairs of `batches`, each batch through the transfer hooks.
 
     On CUDA the next batch's copy runs on a side stream while the current step computes, so its
     transfer hooks run one batch ahead; elsewhere they run right before each batch, in Lightning's order.
     """
-    batches = itertools.islice(enumerate(loader), start, stop)
     if trainer.device.type == "cuda":
         stream = torch.cuda.Stream(trainer.device)
         return prefetch(batches, lambda batch: trainer._to_device(batch, dataloader_idx), stream)
     if trainer._transfer_is_noop:
         return batches  # a CPU batch with no transfer hook to run: nothing to do per batch
     return ((i, trainer._to_device(batch, dataloader_idx)) for i, batch in batches)
+
+
+def _run_after_batch(trainer: Trainer) -> None:
+    """Work that must wait until a batch is completely done (its logging and validation included),
+    e.g. a ModelCheckpoint due at this step: a checkpoint taken here resumes exactly after the batch."""
+    pending = trainer._after_batch
+    while pending:
+        pending.pop(0)()
 
 
 def run_train_batch(trainer: Trainer, results: Results, batch: Any, batch_idx: int) -> int | None:
@@ -416,7 +423,7 @@ def run_evaluation(trainer: Trainer, stage: RunningStage, log_at: int | None = N
             trainer._dataloader_idx = dl_idx
             extra = (dl_idx,) if len(loaders) > 1 else ()
             stop = None if limits[dl_idx] == float("inf") else int(limits[dl_idx])
-            for batch_idx, batch in _device_batches(trainer, loader, dl_idx, 0, stop):
+            for batch_idx, batch in _device_batches(trainer, itertools.islice(enumerate(loader), stop), dl_idx):
                 trainer._in_batch, trainer._current_batch, trainer._batch_size = True, batch, None
                 results.batch_counter += 1
                 hooks.both(batch_start, batch, batch_idx, dl_idx)
@@ -484,7 +491,7 @@ def run_predict(trainer: Trainer, return_predictions: bool) -> list[Any] | None:
             extra = (dl_idx,) if len(loaders) > 1 else ()
             limit = trainer.num_predict_batches[dl_idx]
             stop = None if limit == float("inf") else int(limit)
-            for batch_idx, batch in _device_batches(trainer, loader, dl_idx, 0, stop):
+            for batch_idx, batch in _device_batches(trainer, itertools.islice(enumerate(loader), stop), dl_idx):
                 hooks.both("on_predict_batch_start", batch, batch_idx, dl_idx)
                 with trainer._precision.forward_context():
                     prediction = module.predict_step(batch, batch_idx, *extra)

@@ -1,5 +1,5 @@
-"""Reproducibility: seeding every random number generator, seeding DataLoader workers, and
-running a block without disturbing the random streams (`isolate_rng`).
+"""Reproducibility: seeding every random number generator, seeding DataLoader workers, saving
+and restoring the generators' states, and running a block without disturbing them (`isolate_rng`).
 """
 
 from __future__ import annotations
@@ -62,12 +62,14 @@ def worker_init_function(worker_id: int, rank: int = 0) -> None:
         pass
 
 
-def _rng_states() -> dict[str, Any]:
+def rng_state_dict() -> dict[str, Any]:
+    """The state of every global random generator, as tensors and plain data (checkpoint-safe)."""
     states: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
     try:
         import numpy as np
 
-        states["numpy"] = np.random.get_state()
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        states["numpy"] = (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached)
     except ImportError:
         pass
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -75,22 +77,25 @@ def _rng_states() -> dict[str, Any]:
     return states
 
 
-def _set_rng_states(states: dict[str, Any]) -> None:
-    random.setstate(states["python"])
+def load_rng_state_dict(states: dict[str, Any]) -> None:
+    """Put every global random generator back to what `rng_state_dict` returned."""
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
     torch.set_rng_state(states["torch"])
     if "numpy" in states:
         import numpy as np
 
-        np.random.set_state(states["numpy"])
-    if "cuda" in states:
+        kind, keys, pos, has_gauss, cached = states["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
 @contextmanager
 def isolate_rng() -> Iterator[None]:
     """Run a block, then put every random generator back where it was."""
-    states = _rng_states()
+    states = rng_state_dict()
     try:
         yield
     finally:
-        _set_rng_states(states)
+        load_rng_state_dict(states)

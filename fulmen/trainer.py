@@ -276,6 +276,9 @@ class Trainer:
         self._deadline: float | None = None
         self._last_train_reload_epoch: int | None = None
         self._fit_data: dict[str, Any] = {}
+        self._resume: dict[str, Any] | None = None  # a checkpoint's resume point, until its epoch starts
+        self._epoch_start: dict[str, Any] | None = None  # what decided the current epoch's data order
+        self._after_batch: list[Any] = []  # see fulmen.loop._run_after_batch
         self._val_enabled = False
         self._ckpt_path: str | None = None
 
@@ -330,6 +333,10 @@ class Trainer:
                 "save_checkpoint needs a model attached to the Trainer. "
                 "Fix: call it after or during trainer.fit(model)."
             )
+        for logger in self.loggers:
+            # Everything logged up to this checkpoint is on disk before it is: a run resumed from
+            # it continues the logs with nothing missing and nothing written twice.
+            logger.save()
         atomic_save(checkpoint_dict(self, weights_only), filepath)
         for logger in self.loggers:
             logger.after_save_checkpoint(self.checkpoint_callback)

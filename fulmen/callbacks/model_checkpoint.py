@@ -155,7 +155,9 @@ class ModelCheckpoint(MonitorCallback):
             if now - (self._last_time_checked or now) >= self._train_time_interval.total_seconds():
                 due, self._last_time_checked = True, now
         if due:
-            self._save(trainer)
+            # Saved once the batch is completely done (its logging and validation too), so that
+            # the checkpoint resumes exactly after this batch.
+            trainer._after_batch.append(lambda: self._save(trainer))
 
     def _epoch_due(self, trainer: Any) -> bool:
         n = self._every_n_epochs
