@@ -30,6 +30,7 @@ from fulmen.dataloading import train_epoch_batches
 from fulmen.errors import MisconfigurationException, warn_once
 from fulmen.logging import Results, to_float_dict
 from fulmen.optim import step_schedulers
+from fulmen.preemption import stop_for_preemption
 from fulmen.seed import isolate_rng
 from fulmen.state import RunningStage
 
@@ -187,10 +188,14 @@ def _device_batches(trainer: Trainer, batches: Iterator[tuple[int, Any]], datalo
 
 def _run_after_batch(trainer: Trainer) -> None:
     """Work that must wait until a batch is completely done (its logging and validation included),
-    e.g. a ModelCheckpoint due at this step: a checkpoint taken here resumes exactly after the batch."""
+    e.g. a ModelCheckpoint due at this step or a preemption: a checkpoint taken here resumes
+    exactly after the batch."""
     pending = trainer._after_batch
     while pending:
         pending.pop(0)()
+    preemption = trainer._preemption
+    if preemption is not None and preemption.received is not None:
+        stop_for_preemption(trainer, preemption.received)
 
 
 def run_train_batch(trainer: Trainer, results: Results, batch: Any, batch_idx: int) -> int | None:

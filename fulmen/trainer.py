@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from fulmen.logging import Results, to_float_dict
 from fulmen.module import LightningModule
 from fulmen.optim import LightningOptimizer, LRSchedulerConfig, parse_optimizers
 from fulmen.precision import Precision, parse_precision
+from fulmen.preemption import DEFAULT_SIGNALS, PreemptionWatch
 from fulmen.state import RunningStage, TrainerFn, TrainerState, TrainerStatus
 
 
@@ -279,6 +281,7 @@ class Trainer:
         self._resume: dict[str, Any] | None = None  # a checkpoint's resume point, until its epoch starts
         self._epoch_start: dict[str, Any] | None = None  # what decided the current epoch's data order
         self._after_batch: list[Any] = []  # see fulmen.loop._run_after_batch
+        self._preemption: PreemptionWatch | None = None  # set during fit
         self._val_enabled = False
         self._ckpt_path: str | None = None
 
@@ -607,7 +610,8 @@ class Trainer:
         try:
             self._setup(fn, model, datamodule, ckpt_path, kwargs)
             if fn == TrainerFn.FITTING:
-                with torch.autograd.set_detect_anomaly(self.detect_anomaly):
+                with torch.autograd.set_detect_anomaly(self.detect_anomaly), PreemptionWatch(DEFAULT_SIGNALS) as watch:
+                    self._preemption = watch
                     loop.run_fit(self)
                 result = None
             elif fn == TrainerFn.PREDICTING:
@@ -620,6 +624,12 @@ class Trainer:
             self._teardown(fn, "success")
             self.state.status = TrainerStatus.FINISHED
             return result
+        except SystemExit:
+            if self._preemption is not None and self._preemption.received is not None:
+                self.state.status = TrainerStatus.INTERRUPTED  # preempted: saved and logged, not a failure
+                raise
+            self._on_exception(sys.exc_info()[1])
+            raise
         except KeyboardInterrupt as exc:
             warn_once("Detected KeyboardInterrupt: shut down gracefully; trainer.interrupted is True.")
             self._on_exception(exc)
@@ -628,6 +638,7 @@ class Trainer:
             self._on_exception(exc)
             raise
         finally:
+            self._preemption = None
             self.state.stage = None
             self._results = self._train_results = None
 

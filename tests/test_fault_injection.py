@@ -59,3 +59,36 @@ def test_sigkill_mid_epoch_then_rerun_gives_bitwise_identical_weights(tmp_path, 
 
     for key in ("train_loss", "val_loss"):
         assert logged_steps(root, key) == logged_steps(tmp_path / "reference", key)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_preemption_signal_saves_at_the_batch_boundary_and_resumes_exactly(tmp_path, sig):
+    reference = train(tmp_path / "reference", -1, 0, tmp_path / "reference.pt")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    root = tmp_path / "preempted"
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPT), str(root), "-2", "0", str(tmp_path / "never.pt")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        for line in process.stdout:  # wait until training is in the middle of its second epoch
+            if line.strip() == "step 14":
+                process.send_signal(sig)
+                break
+        out, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + sig, err[-3000:]
+    assert f"received {signal.Signals(sig).name}" in out and "ckpt_path='last'" in out
+    saved = torch.load(root / "ckpts" / "preempted.ckpt", weights_only=True)
+    assert 14 <= saved["global_step"] < 30 and saved["resume"]["batches_done"] not in (0, 10)
+    assert not (tmp_path / "never.pt").exists()
+
+    resumed = train(root, -1, 0, tmp_path / "resumed.pt")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected = torch.load(tmp_path / "reference.pt", weights_only=True)
+    got = torch.load(tmp_path / "resumed.pt", weights_only=True)
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+    assert logged_steps(root, "train_loss") == logged_steps(tmp_path / "reference", "train_loss")

@@ -4,13 +4,15 @@
 
 Trains with shuffling, dropout, AdamW and a per-step scheduler, validates twice per epoch,
 checkpoints every 3 optimizer steps, and always starts with `ckpt_path="last"`: re-running the
-same command after a crash resumes from the newest checkpoint. KILL_AT_STEP=-1 never dies. At the
-end the final weights are saved to OUT.
+same command after a crash resumes from the newest checkpoint. KILL_AT_STEP=-1 never dies;
+-2 prints each step and pauses briefly, for a test that sends a real signal. At the end the final
+weights are saved to OUT.
 """
 
 import os
 import signal
 import sys
+import time
 
 import torch
 from torch import nn
@@ -32,6 +34,9 @@ class Net(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         if self.global_step == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)  # mid-step: after the batch is loaded, before backward
+        if kill_at == -2:
+            print(f"step {self.global_step}", flush=True)
+            time.sleep(0.02)
         x, y = batch
         loss = F.mse_loss(self.net(x), y)
         self.log("train_loss", loss)
