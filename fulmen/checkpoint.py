@@ -2,13 +2,17 @@
 
 This module owns everything about a checkpoint: building the dict from a trainer
 (`checkpoint_dict`), choosing which file a run resumes from (`resolve_ckpt_path`: a path,
-"best" or "last"), writing and reading it (`atomic_save`, `load_checkpoint`), and loading it back
-into a trainer (`restore_modules`, then `restore_training_state` once the optimizers exist).
-The functions take the trainer as their first argument; `Trainer` only calls them.
+"best" or "last", the newest checkpoint that reads back intact), writing and reading it
+(`atomic_save`, `load_checkpoint`), and loading it back into a trainer (`restore_modules`, then
+`restore_training_state` once the optimizers exist), also from a PyTorch Lightning checkpoint
+(`foreign_resume_point`). The functions take the trainer as their first argument; `Trainer` only
+calls them.
 
 Writing goes to a temporary file in the same directory, is flushed and fsynced, then renamed
 over the target with `os.replace` (atomic on POSIX), and the directory is fsynced: a crash at
-any moment leaves either the old file or the new one under the name, never half a file.
+any moment leaves either the old file or the new one under the name, never half a file. A
+process killed mid-write leaves its temporary file (`stale_temp_files`), which ModelCheckpoint
+removes when the next run sets up.
 
 Reading always uses `torch.load(weights_only=True)`: a checkpoint is tensors and plain data, so
 a file crafted to run code when unpickled is refused instead of executed.
@@ -16,8 +20,12 @@ a file crafted to run code when unpickled is refused instead of executed.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import os
+import pathlib
 import pickle
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -70,20 +78,70 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def stale_temp_files(directory: str | Path) -> list[Path]:
+    """Temporary files `atomic_save` leaves behind when its process is killed mid-write
+    (`.<name>.ckpt.<random>.tmp`); the files they were meant to replace are intact."""
+    directory = Path(directory)
+    return sorted(directory.glob(".*.ckpt.*.tmp")) if directory.is_dir() else []
+
+
+# Classes that PyTorch Lightning checkpoints hold in their hyperparameters besides plain data, and
+# what `torch.load(weights_only=True)` may build in their place. Each only stores values: building
+# one runs no code of the file's choosing. Lightning's own AttributeDict (older versions pickle it)
+# becomes a plain dict. Any other class is still refused.
+_POSIX = os.name != "nt"
+_SAFE_GLOBALS: list[tuple[Any, str]] = [
+    (argparse.Namespace, "argparse.Namespace"),
+    *[
+        (cls, f"{module}.{name}")
+        for module in ("pathlib", "pathlib._local")  # Python 3.13 pickles paths from pathlib._local
+        for name, cls in (
+            ("PosixPath", pathlib.Path if _POSIX else pathlib.PurePosixPath),
+            ("WindowsPath", pathlib.PureWindowsPath if _POSIX else pathlib.Path),
+            ("PurePosixPath", pathlib.PurePosixPath),
+            ("PureWindowsPath", pathlib.PureWindowsPath),
+        )
+    ],
+    *[
+        (dict, f"{module}.AttributeDict")
+        for module in (
+            "lightning_fabric.utilities.data", "lightning.fabric.utilities.data",
+            "pytorch_lightning.utilities.parsing", "lightning.pytorch.utilities.parsing",
+        )
+    ],
+]
+
+
+def _allow_safe_globals() -> contextlib.AbstractContextManager:
+    # (class, name) pairs need torch >= 2.6; older versions load without the extra classes.
+    major, minor = (int(part) for part in re.findall(r"\d+", torch.__version__)[:2])
+    if (major, minor) < (2, 6):
+        return contextlib.nullcontext()
+    return torch.serialization.safe_globals(_SAFE_GLOBALS)
+
+
 def load_checkpoint(path: str | Path | IO, map_location: Any = None) -> dict[str, Any]:
-    """Read a checkpoint with `weights_only=True`; damaged or unsafe files raise `CheckpointError`."""
+    """Read a checkpoint with `weights_only=True`; damaged or unsafe files raise `CheckpointError`.
+
+    Besides tensors and plain data, the few value-only classes PyTorch Lightning stores in
+    hyperparameters load too (`argparse.Namespace`, `pathlib` paths, its AttributeDict as a dict).
+    """
     name = str(path) if isinstance(path, (str, Path)) else getattr(path, "name", "<file object>")
     if isinstance(path, (str, Path)) and not Path(path).is_file():
         raise CheckpointError(
             f"Checkpoint file not found. Received: {name}. Fix: check the path, or use ckpt_path='last'."
         )
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        with _allow_safe_globals():
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))  # the class or function torch refused
+        what = (f"{found.group(1)}, which is not a tensor or plain data," if found
+                else "objects other than tensors and plain data,")
         raise CheckpointError(
-            f"Refused to load {name}: it contains objects other than tensors and plain data, which could "
-            f"run code when loaded ({str(err).splitlines()[0][:200]}). "
-            "Fix: load only checkpoints you trust; re-save it with plain data (fulmen always does)."
+            f"Refused to load {name}: it holds {what} and unpickling that could run code. Received: a file "
+            "that torch.load(weights_only=True) does not accept. Fix: load only checkpoints you trust, and "
+            "re-save the hyperparameters as plain data (fulmen always saves them so)."
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
         raise CheckpointError(
@@ -142,10 +200,11 @@ def checkpoint_dict(trainer: Trainer, weights_only: bool = False) -> dict[str, A
     return checkpoint
 
 
-def resolve_ckpt_path(trainer: Trainer, fn: TrainerFn, ckpt_path: Any) -> str | None:
-    """The file `ckpt_path` names: a path, "best" (the ModelCheckpoint's best) or "last" (the newest)."""
+def resolve_ckpt_path(trainer: Trainer, fn: TrainerFn, ckpt_path: Any) -> tuple[str | None, dict[str, Any] | None]:
+    """The file `ckpt_path` names: a path, "best" (the ModelCheckpoint's best) or "last" (the newest
+    intact one), and, for "last", the checkpoint already read from it (None: not read yet)."""
     if ckpt_path is None:
-        return None
+        return None, None
     if ckpt_path == "best":
         cb = trainer.checkpoint_callback
         best = getattr(cb, "best_model_path", "") if cb is not None else ""
@@ -154,37 +213,52 @@ def resolve_ckpt_path(trainer: Trainer, fn: TrainerFn, ckpt_path: Any) -> str | 
                 'ckpt_path="best" needs a ModelCheckpoint that has saved a best model. '
                 "Received: no best checkpoint. Fix: fit with a ModelCheckpoint(monitor=...), or pass a path."
             )
-        return best
+        return best, None
     if ckpt_path == "last":
-        last = newest_checkpoint(trainer)
-        if last is None:
+        candidates = checkpoint_candidates(trainer)
+        found = newest_intact_checkpoint(candidates)
+        if found is None:
+            what = f"no intact checkpoint among the {len(candidates)} found" if candidates else "no checkpoint found"
             if fn == TrainerFn.FITTING:
-                warn_once('ckpt_path="last": no checkpoint found for this run; starting from scratch.')
-                return None
+                warn_once(f'ckpt_path="last": {what} for this run; starting from scratch.')
+                return None, None
             raise MisconfigurationException(
-                'ckpt_path="last" found no checkpoint. Received: ckpt_path="last". Fix: pass a checkpoint path.'
+                f'ckpt_path="last" found {what}. Received: ckpt_path="last". Fix: pass a checkpoint path.'
             )
-        return last
-    return str(ckpt_path)
+        return found
+    return str(ckpt_path), None
 
 
-def newest_checkpoint(trainer: Trainer) -> str | None:
-    """The most recently written `.ckpt` of the trainer's ModelCheckpoints, or None."""
-    candidates: list[Path] = []
+def checkpoint_candidates(trainer: Trainer) -> list[Path]:
+    """The `.ckpt` files of the trainer's ModelCheckpoints, newest first."""
+    candidates: set[Path] = set()
     for cb in trainer.checkpoint_callbacks:
         if getattr(cb, "last_model_path", ""):
-            candidates.append(Path(cb.last_model_path))
+            candidates.add(Path(cb.last_model_path))
         dirpath = cb.resolve_dirpath(trainer) if hasattr(cb, "resolve_dirpath") else None
         if dirpath is not None and Path(dirpath).is_dir():
-            candidates.extend(Path(dirpath).glob("*.ckpt"))
+            candidates.update(Path(dirpath).glob("*.ckpt"))
     existing = [p for p in candidates if p.is_file()]
-    return str(max(existing, key=lambda p: p.stat().st_mtime)) if existing else None
+    return sorted(existing, key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
 
 
-def restore_modules(trainer: Trainer, path: str) -> dict[str, Any]:
-    """Load `path` into the module, datamodule and callbacks; return the checkpoint."""
+def newest_intact_checkpoint(candidates: list[Path]) -> tuple[str, dict[str, Any]] | None:
+    """The first of `candidates` that reads back whole, with its contents; a damaged one is skipped
+    with a warning that names it and says why (e.g. a file truncated by a full disk)."""
+    for path in candidates:
+        try:
+            return str(path), load_checkpoint(path, map_location="cpu")
+        except CheckpointError as err:
+            reason = str(err).split(" Fix: ")[0]
+            warn_once(f'ckpt_path="last" skips {path}: {reason} Falling back to the next newest checkpoint.')
+    return None
+
+
+def restore_modules(trainer: Trainer, path: str, checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load `path` (or its already read `checkpoint`) into the module, datamodule and callbacks; return it."""
     module = trainer.lightning_module
-    checkpoint = load_checkpoint(path, map_location="cpu")
+    if checkpoint is None:
+        checkpoint = load_checkpoint(path, map_location="cpu")
     module.on_load_checkpoint(checkpoint)
     module.load_state_dict(checkpoint["state_dict"])
     dm = trainer.datamodule
@@ -215,8 +289,38 @@ def restore_training_state(trainer: Trainer, checkpoint: dict[str, Any], path: s
     if "resume" in checkpoint:
         s.load_state_dict(checkpoint["resume"])
         trainer._resume = checkpoint["resume"]  # random and data-order state, applied at the epoch's start
-    else:  # a checkpoint from another tool: assume it was saved at the end of its epoch
-        s.epoch, s.global_step, s.epoch_finished = checkpoint.get("epoch", 0), checkpoint.get("global_step", 0), True
-        s.log_step = s.global_step
+    else:  # a checkpoint from PyTorch Lightning or another tool
+        s.load_state_dict(foreign_resume_point(checkpoint))
     if s.epoch_finished:
         s.epoch, s.batches_done, s.epoch_finished = s.epoch + 1, 0, False
+
+
+def foreign_resume_point(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The resume point (`TrainerState.state_dict()` keys) of a checkpoint fulmen did not write.
+
+    PyTorch Lightning records its loops' progress counters under "loops". Its end-of-epoch
+    checkpoints (ModelCheckpoint's default) have the epoch's end processed: training continues
+    at the next epoch. A checkpoint from inside an epoch (`every_n_train_steps`, validation
+    mid-epoch) continues that epoch after the last batch it trained on; the batches before are
+    skipped by index, as for fulmen's own checkpoints. (Lightning itself would restart the
+    epoch's data from its first batch.) Lightning does not store the data order or random
+    state, so with shuffling the rest of the epoch is not the one the original run would have
+    seen. Without "loops", the checkpoint is taken to be from the end of its epoch.
+    """
+    epoch, step = checkpoint.get("epoch", 0), checkpoint.get("global_step", 0)
+    end_of_epoch = {"epoch": epoch, "global_step": step, "batches_done": 0, "epoch_finished": True, "log_step": step}
+    fit = (checkpoint.get("loops") or {}).get("fit_loop") or {}
+    try:
+        epochs = fit["epoch_progress"]["current"]
+        batches = fit["epoch_loop.batch_progress"]
+        stepped = int(fit["epoch_loop.state_dict"].get("_batches_that_stepped", step))
+        done, total = int(batches["current"]["processed"]), int(batches["total"]["processed"])
+        epoch_ended = epochs["processed"] > epochs["completed"]
+    except (KeyError, TypeError, AttributeError, ValueError):
+        return end_of_epoch
+    if epoch_ended:
+        return {**end_of_epoch, "batches_total": total, "log_step": stepped}
+    # Saved after a batch, before Lightning counted it among the batches that stepped (it counts
+    # them once validation is done): the loggers' next step is one further.
+    return {"epoch": epoch, "global_step": step, "batches_done": done, "batches_total": total,
+            "epoch_finished": False, "log_step": stepped + 1 if done else stepped}

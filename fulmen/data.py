@@ -16,7 +16,8 @@ from fulmen.errors import MisconfigurationException, warn_once
 
 
 def apply_to_tensors(data: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
-    """Apply `fn` to every tensor nested in tuples, lists, dicts, namedtuples and dataclasses."""
+    """Apply `fn` to every tensor nested in tuples, lists, sets, dicts, namedtuples and dataclasses;
+    other objects are returned as they are, unless they have their own `.to` (then `fn` gets them)."""
     if isinstance(data, torch.Tensor):
         return fn(data)
     if isinstance(data, Mapping):
@@ -26,7 +27,7 @@ def apply_to_tensors(data: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
         return type(data)(items)  # type: ignore[call-arg]
     if isinstance(data, tuple) and hasattr(data, "_fields"):  # namedtuple
         return type(data)(*(apply_to_tensors(v, fn) for v in data))
-    if isinstance(data, (list, tuple)):
+    if isinstance(data, (list, tuple, set, frozenset)):  # sets too, as Lightning's apply_to_collection does
         return type(data)(apply_to_tensors(v, fn) for v in data)
     if dataclasses.is_dataclass(data) and not isinstance(data, type):
         fields = dataclasses.fields(data)

@@ -251,8 +251,9 @@ def train_epoch_batches(trainer: Trainer, loader: Any, stop: int | None) -> Iter
 
     if resume is not None and resume.get("loader") is not None and _is_stateful(loader):
         loader.load_state_dict(resume["loader"])
+        batches = enumerate(loader, start)  # its iterator draws its seed from the epoch-start state, as before
         restore_checkpoint_rng()
-        return itertools.islice(enumerate(loader, start), remaining)
+        return itertools.islice(batches, remaining)
     if isinstance(loader, DataLoader) and loader.batch_sampler is not None:
         skipping = with_sampler(loader, batch_sampler=_SkipBatches(loader.batch_sampler, start, restore_checkpoint_rng))
         return itertools.islice(enumerate(skipping, start), remaining)

@@ -12,6 +12,7 @@ Naming follows Lightning: a value logged with both `on_step` and `on_epoch` appe
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import torch
@@ -148,6 +149,7 @@ def log_value(
     fx = parse_reduce_fx(name, reduce_fx)
     entry = results.values.get(name)
     if entry is None:
+        _check_forked_names(results, name, on_step and on_epoch)
         entry = LoggedValue(on_step, on_epoch, prog_bar, True if logger is None else logger, fx, sync_dist)
         results.values[name] = entry
     elif (entry.on_step, entry.on_epoch, entry.reduce_fx) != (on_step, on_epoch, fx):
@@ -163,6 +165,24 @@ def log_value(
     entry.update(value, batch_size, results.batch_counter)
 
 
+def _check_forked_names(results: Results, name: str, forked: bool) -> None:
+    """A value logged per step and per epoch is reported as `name_step` and `name_epoch`: another
+    value logged under one of those names would silently overwrite it (checked once per name and loop)."""
+    suffixes = ("_step", "_epoch")
+    taken = [(f"{name}{suffix}", name) for suffix in suffixes if forked and f"{name}{suffix}" in results.values]
+    for suffix in suffixes:
+        base = results.values.get(name[: -len(suffix)]) if name.endswith(suffix) else None
+        if base is not None and base.on_step and base.on_epoch:
+            taken.append((name, name[: -len(suffix)]))
+    if taken:
+        reported, forked_name = taken[0]
+        raise MisconfigurationException(
+            f"self.log({name!r}) clashes with another logged name: {forked_name!r}, logged with on_step=True and "
+            f"on_epoch=True, is reported as '{forked_name}_step' and '{forked_name}_epoch'. Received: both "
+            f"{forked_name!r} (per step and per epoch) and {reported!r}. Fix: rename one of them."
+        )
+
+
 def _as_scalar_tensor(name: str, value: Any, enable_graph: bool) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
@@ -173,7 +193,7 @@ def _as_scalar_tensor(name: str, value: Any, enable_graph: bool) -> torch.Tensor
             )
         value = value if enable_graph else value.detach()
         return value.reshape(()) if value.ndim else value
-    if isinstance(value, (bool, int, float)):
+    if isinstance(value, (bool, numbers.Real)):  # numbers.Real: also NumPy scalars, as Lightning accepts
         return torch.tensor(float(value))
     raise MisconfigurationException(
         f"self.log({name!r}, value) needs a number or a one-element tensor. "

@@ -85,7 +85,11 @@ def _fit_done(trainer: Trainer) -> bool:
     if _max_steps_reached(trainer) or (trainer.max_epochs != -1 and s.epoch >= trainer.max_epochs):
         return True
     if trainer.num_training_batches == 0:
-        warn_once("The training dataloader is empty (or limit_train_batches=0): nothing to train.")
+        warn_once(
+            "The training dataloader has no batches, so there is nothing to train. Received: "
+            f"num_training_batches=0 (limit_train_batches={trainer.limit_train_batches!r}). Fix: check the "
+            "dataset's length against batch_size and drop_last, or raise limit_train_batches."
+        )
         return True
     if s.should_stop:
         if _min_reached(trainer):
@@ -153,11 +157,13 @@ def run_train_epoch(trainer: Trainer) -> None:
             break
     if trainer.val_check_batch == float("inf") and not validated_at_end and _validation_due_this_epoch(trainer):
         run_evaluation(trainer, RunningStage.VALIDATING, log_at)  # an iterable without length: validate at its end
+        _run_after_batch(trainer)
     _end_train_epoch(trainer, results)
 
 
 def _end_train_epoch(trainer: Trainer, results: Results) -> None:
     s, hooks = trainer.state, trainer._hooks
+    _run_after_batch(trainer, window_closed=True)  # an epoch ended early leaves no window open
     s.stage = RunningStage.TRAINING
     trainer._results = results
     results.epoch_end_reached = True
@@ -186,10 +192,13 @@ def _device_batches(trainer: Trainer, batches: Iterator[tuple[int, Any]], datalo
     return ((i, trainer._to_device(batch, dataloader_idx)) for i, batch in batches)
 
 
-def _run_after_batch(trainer: Trainer) -> None:
+def _run_after_batch(trainer: Trainer, window_closed: bool = False) -> None:
     """Work that must wait until a batch is completely done (its logging and validation included),
     e.g. a ModelCheckpoint due at this step or a preemption: a checkpoint taken here resumes
     exactly after the batch."""
+    # Checkpoints land on optimizer-step boundaries: inside an accumulation window they wait for it to close.
+    if not window_closed and _accumulating(trainer):
+        return
     pending = trainer._after_batch
     while pending:
         pending.pop(0)()

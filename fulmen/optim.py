@@ -212,7 +212,10 @@ def step_schedulers(trainer: Trainer, interval: str, count: int) -> None:
                         f"Received: monitor={config.monitor!r}; available: {sorted(metrics)}. "
                         "Fix: self.log it, or set 'strict': False to skip the step when it is missing."
                     )
-                warn_once(f"ReduceLROnPlateau skipped: {config.monitor!r} not in callback_metrics ({sorted(metrics)}).")
+                warn_once(
+                    f"ReduceLROnPlateau skipped: {config.monitor!r} not in callback_metrics ({sorted(metrics)}). "
+                    f"Received: monitor={config.monitor!r}. Fix: self.log it, or monitor one of the logged metrics."
+                )
                 continue
             metric = metrics[config.monitor]
         module.lr_scheduler_step(config.scheduler, metric)

@@ -51,6 +51,14 @@ def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False, fi
         )
 
 
+def _check_bool(name: str, value: Any, allow_none: bool = False) -> None:
+    if not isinstance(value, bool) and not (allow_none and value is None):
+        raise MisconfigurationException(
+            f"`{name}` must be True or False{' (or None for the default)' if allow_none else ''}. "
+            f"Received: {name}={value!r}. Fix: e.g. {name}=True."
+        )
+
+
 def _parse_max_time(max_time: Any) -> float | None:
     """Seconds from "DD:HH:MM:SS", a timedelta, or a dict of timedelta keywords."""
     if max_time is None:
@@ -223,13 +231,25 @@ class Trainer:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True, warn_only=deterministic == "warn")
             torch.backends.cudnn.deterministic = True
+        for name, value, allow_none in (
+            ("benchmark", benchmark, True), ("inference_mode", inference_mode, False),
+            ("detect_anomaly", detect_anomaly, False), ("use_distributed_sampler", use_distributed_sampler, False),
+            ("enable_checkpointing", enable_checkpointing, True), ("enable_progress_bar", enable_progress_bar, True),
+            ("enable_model_summary", enable_model_summary, True), ("barebones", barebones, False),
+        ):
+            _check_bool(name, value, allow_none)
         self.benchmark = benchmark
         if benchmark is not None:
             torch.backends.cudnn.benchmark = benchmark
         self.inference_mode = inference_mode
         self.detect_anomaly = detect_anomaly
         self.use_distributed_sampler = use_distributed_sampler
-        self.default_root_dir = str(default_root_dir) if default_root_dir is not None else os.getcwd()
+        if default_root_dir is not None and not isinstance(default_root_dir, (str, os.PathLike)):
+            raise MisconfigurationException(
+                f"`default_root_dir` must be a directory path. Received: default_root_dir={default_root_dir!r}. "
+                "Fix: e.g. default_root_dir='runs/' (None: the current directory)."
+            )
+        self.default_root_dir = os.fspath(default_root_dir) if default_root_dir is not None else os.getcwd()
 
         # --- fast_dev_run: a few batches of everything, nothing written ---
         if self.fast_dev_run:
@@ -542,6 +562,11 @@ class Trainer:
             from fulmen.loggers import TensorBoardLogger
 
             return [TensorBoardLogger(save_dir=self.default_root_dir)]
+        if isinstance(logger, (str, bytes)):
+            raise MisconfigurationException(
+                "`logger` must be True, False, a Logger or a list of Loggers, not a name. "
+                f"Received: logger={logger!r}. Fix: e.g. logger=TensorBoardLogger('logs/') or CSVLogger('logs/')."
+            )
         loggers = list(logger) if isinstance(logger, Iterable) else [logger]
         for i, lg in enumerate(loggers):
             if not callable(getattr(lg, "log_metrics", None)):
@@ -643,14 +668,21 @@ class Trainer:
             self._results = self._train_results = None
 
     def _on_exception(self, exc: BaseException) -> None:
+        """Tell the callbacks and the module, then close the loggers. A handler that fails itself
+        becomes a warning, so that the others still run and `exc`, the user's error, propagates."""
         self.state.status = TrainerStatus.INTERRUPTED
         module = self.lightning_module
-        for cb in self.callbacks:
-            cb.on_exception(self, module, exc)
+        handlers = [(f"{type(cb).__name__}.on_exception", lambda cb=cb: cb.on_exception(self, module, exc))
+                    for cb in self.callbacks]
         if module is not None:
-            module.on_exception(exc)
-        for logger in self.loggers:
-            logger.finalize("failed")
+            handlers.append((f"{type(module).__name__}.on_exception", lambda: module.on_exception(exc)))
+        handlers += [(f"{type(lg).__name__}.finalize", lambda lg=lg: lg.finalize("failed")) for lg in self.loggers]
+        for name, handler in handlers:
+            try:
+                handler()
+            except Exception as err:
+                warn_once(f"{name} raised {type(err).__name__}: {err} while handling {type(exc).__name__}; "
+                          f"the {type(exc).__name__} is what propagates.")
 
     def _setup(self, fn: TrainerFn, model: LightningModule, datamodule: Any, ckpt_path: Any, data: dict) -> None:
         stage = fn.value
@@ -670,8 +702,9 @@ class Trainer:
             self._check_fit_model(model)
         # As in Lightning: weights and callback states are restored before configure_optimizers
         # (which may depend on them), the optimizer and loop state after it.
-        self._ckpt_path = resolve_ckpt_path(self, fn, ckpt_path)
-        checkpoint = restore_modules(self, self._ckpt_path) if self._ckpt_path is not None else None
+        self._ckpt_path, checkpoint = resolve_ckpt_path(self, fn, ckpt_path)
+        if self._ckpt_path is not None:
+            checkpoint = restore_modules(self, self._ckpt_path, checkpoint)
         if fn == TrainerFn.FITTING:
             optimizers, self.lr_scheduler_configs = parse_optimizers(model.configure_optimizers())
             if model.automatic_optimization and len(optimizers) > 1:

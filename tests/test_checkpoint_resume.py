@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import fulmen as pl
+import fulmen.checkpoint
 import fulmen.errors
 from fulmen.__about__ import __version__
 from fulmen.callbacks import ModelCheckpoint
@@ -352,6 +353,57 @@ def test_a_pickle_that_runs_code_is_refused_and_never_executed(tmp_path):
     with pytest.raises(CheckpointError, match="Refused"):
         trainer(max_epochs=1).fit(Net(), loader(), ckpt_path=evil)
     assert not target.exists()
+
+
+def _two_epoch_checkpoints(tmp_path: Path) -> tuple[Path, Path]:
+    """Checkpoints after epochs 0 and 1 of a run, with the second one clearly the newer."""
+    torch.manual_seed(0)
+    first = trainer(max_epochs=2, enable_checkpointing=True,
+                    callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpts", save_top_k=-1)])
+    first.fit(Net(), loader())
+    older, newer = tmp_path / "ckpts" / "epoch=0-step=4.ckpt", tmp_path / "ckpts" / "epoch=1-step=8.ckpt"
+    os.utime(older, ns=(1_000_000_000, 1_000_000_000))  # explicit times: "newest" must not hinge on clock ticks
+    os.utime(newer, ns=(2_000_000_000, 2_000_000_000))
+    return older, newer
+
+
+def test_ckpt_path_last_skips_a_truncated_newest_checkpoint_with_a_warning(tmp_path, monkeypatch):
+    older, newer = _two_epoch_checkpoints(tmp_path)
+    data = newer.read_bytes()
+    newer.write_bytes(data[: len(data) // 3])  # e.g. the disk filled up while another tool copied it
+    os.utime(newer, ns=(2_000_000_000, 2_000_000_000))
+    reads = []
+    real_load = fulmen.checkpoint.load_checkpoint
+    monkeypatch.setattr(fulmen.checkpoint, "load_checkpoint",
+                        lambda path, **kwargs: reads.append(Path(path)) or real_load(path, **kwargs))
+
+    model = Net()
+    resumed = trainer(max_epochs=3, enable_checkpointing=True,
+                      callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpts", save_top_k=-1)])
+    with pytest.warns(UserWarning, match=rf'ckpt_path="last" skips {newer}: Checkpoint {newer} is truncated or '
+                                         r"corrupted.*Falling back to the next newest checkpoint"):
+        resumed.fit(model, loader(), ckpt_path="last")
+    assert resumed.ckpt_path == str(older)
+    assert reads == [newer, older]  # the intact one is read once, not again to restore it
+    assert model.counts["train"] == 8 and resumed.global_step == 12  # epochs 1 and 2 ran
+    assert newer.read_bytes() == data[: len(data) // 3]  # the damaged file is left for inspection
+
+
+def test_ckpt_path_last_with_no_intact_checkpoint_starts_fresh_with_a_notice(tmp_path):
+    older, newer = _two_epoch_checkpoints(tmp_path)
+    older.write_bytes(b"")
+    newer.write_bytes(newer.read_bytes()[:100])
+    model = Net()
+    again = trainer(max_epochs=1, enable_checkpointing=True, callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpts")])
+    with pytest.warns(UserWarning) as record:
+        with pytest.raises(fulmen.errors.MisconfigurationException, match="found no intact checkpoint among the 2"):
+            trainer(enable_checkpointing=True, callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpts")]).validate(
+                Net(), loader(), ckpt_path="last", verbose=False)  # outside fit there is nothing to start
+        again.fit(model, loader(), ckpt_path="last")
+    messages = [str(w.message) for w in record]
+    assert any(f"skips {newer}" in m for m in messages) and any(f"skips {older}" in m for m in messages)
+    assert 'ckpt_path="last": no intact checkpoint among the 2 found for this run; starting from scratch.' in messages
+    assert again.ckpt_path is None and again.global_step == 4 and model.counts["train"] == 4
 
 
 def test_a_raw_pickle_file_is_refused(tmp_path):

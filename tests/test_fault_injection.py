@@ -10,6 +10,7 @@ steps, none missing and none written twice.
 from __future__ import annotations
 
 import csv
+import os
 import signal
 import subprocess
 import sys
@@ -22,9 +23,9 @@ SCRIPT = Path(__file__).parent / "scripts" / "train_until_killed.py"
 KILL_STEPS = (4, 13, 22)  # epochs are 10 steps long: one kill in each epoch, none on a boundary
 
 
-def train(root: Path, kill_at: int, workers: int, out: Path) -> subprocess.CompletedProcess:
+def train(root: Path, kill_at: int, workers: int, out: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(SCRIPT), str(root), str(kill_at), str(workers), str(out)],
+        [sys.executable, str(SCRIPT), str(root), str(kill_at), str(workers), str(out), *extra],
         capture_output=True, text=True, timeout=300,
     )
 
@@ -38,16 +39,19 @@ def logged_steps(root: Path, key: str) -> list[int]:
     return sorted(steps)
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_sigkill_mid_epoch_then_rerun_gives_bitwise_identical_weights(tmp_path, workers):
-    reference = train(tmp_path / "reference", -1, workers, tmp_path / "reference.pt")
+@pytest.mark.parametrize(("workers", "loader"), [(0, "DataLoader"), (2, "DataLoader"), (0, "stateful")])
+def test_sigkill_mid_epoch_then_rerun_gives_bitwise_identical_weights(tmp_path, workers, loader):
+    extra = ("stateful",) if loader == "stateful" else ()
+    if extra:
+        pytest.importorskip("torchdata.stateful_dataloader")
+    reference = train(tmp_path / "reference", -1, workers, tmp_path / "reference.pt", *extra)
     assert reference.returncode == 0, reference.stderr[-3000:]
 
     root = tmp_path / "interrupted"
     for kill_at in KILL_STEPS:
-        killed = train(root, kill_at, workers, tmp_path / "never.pt")
+        killed = train(root, kill_at, workers, tmp_path / "never.pt", *extra)
         assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    resumed = train(root, -1, workers, tmp_path / "resumed.pt")
+    resumed = train(root, -1, workers, tmp_path / "resumed.pt", *extra)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert not (tmp_path / "never.pt").exists()
 
@@ -92,3 +96,30 @@ def test_preemption_signal_saves_at_the_batch_boundary_and_resumes_exactly(tmp_p
     for name in expected:
         assert torch.equal(expected[name], got[name]), name
     assert logged_steps(root, "train_loss") == logged_steps(tmp_path / "reference", "train_loss")
+
+
+def test_sigusr1_under_slurm_requeues_the_job(tmp_path):
+    # A stand-in `scontrol` on PATH records how it was called; SLURM itself is not needed.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "scontrol_calls"
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "train"}
+    root = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPT), str(root), "-2", "0", str(tmp_path / "never.pt")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        for line in process.stdout:
+            if line.strip() == "step 3":
+                process.send_signal(signal.SIGUSR1)
+                break
+        out, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signal.SIGUSR1, err[-3000:]
+    assert "the SLURM job was requeued" in out
+    assert calls.read_text().split() == ["requeue", "4242"]
+    assert (root / "ckpts" / "preempted.ckpt").is_file()

@@ -48,6 +48,12 @@ class EarlyStopping(MonitorCallback):
             raise MisconfigurationException(
                 f"EarlyStopping: `min_delta` must be a number. Received: min_delta={min_delta!r}. Fix: e.g. min_delta=0.001."
             )
+        for name, value in (("stopping_threshold", stopping_threshold), ("divergence_threshold", divergence_threshold)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise MisconfigurationException(
+                    f"EarlyStopping: `{name}` must be a number or None. Received: {name}={value!r}. "
+                    f"Fix: e.g. {name}=0.01."
+                )
         self.min_delta = abs(float(min_delta))
         self.patience = patience
         self.verbose = verbose

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import string
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 
 from fulmen.callbacks.monitor import MonitorCallback
+from fulmen.checkpoint import stale_temp_files
 from fulmen.errors import MisconfigurationException, warn_once
 
 
@@ -67,8 +69,11 @@ class ModelCheckpoint(MonitorCallback):
             )
         if save_last not in (None, True, False, "link"):
             raise MisconfigurationException(
-                f"ModelCheckpoint: `save_last` must be True, False, 'link' or None. Received: save_last={save_last!r}."
+                f"ModelCheckpoint: `save_last` must be True, False, 'link' or None. Received: save_last={save_last!r}. "
+                "Fix: save_last=True also keeps last.ckpt; 'link' makes it a link to the best checkpoint."
             )
+        if filename is not None:
+            _check_filename(filename)
         for name, value in (("every_n_train_steps", every_n_train_steps), ("every_n_epochs", every_n_epochs)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise MisconfigurationException(
@@ -129,6 +134,17 @@ class ModelCheckpoint(MonitorCallback):
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         self.dirpath = self.resolve_dirpath(trainer)
+        if os.path.exists(self.dirpath) and not os.path.isdir(self.dirpath):
+            raise MisconfigurationException(
+                f"ModelCheckpoint: `dirpath` must be a directory, but a file has that name. "
+                f"Received: dirpath={self.dirpath!r}. Fix: pass a directory path (it is created if missing)."
+            )
+        if stage == "fit":
+            # A run killed while writing a checkpoint leaves its temporary file; the checkpoint it was
+            # to replace is intact. (Two runs writing into one dirpath at the same time would collide
+            # anyway: their top-k bookkeeping deletes each other's files.)
+            for stale in stale_temp_files(self.dirpath):
+                stale.unlink(missing_ok=True)
         if self._save_on_train_epoch_end is None:
             trainer_val = trainer.check_val_every_n_epoch == 1 and trainer.val_check_interval == 1.0
             self._save_on_train_epoch_end = trainer_val if stage == "fit" else None
@@ -169,7 +185,8 @@ class ModelCheckpoint(MonitorCallback):
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if not self._save_on_train_epoch_end and not self._should_skip(trainer) and self._epoch_due(trainer):
-            self._save(trainer)
+            # As for step checkpoints: saved once the training batch this validation followed is done.
+            trainer._after_batch.append(lambda: self._save(trainer))
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         if self.save_on_exception and trainer.state.fn == "fit" and trainer.lightning_module is not None:
@@ -316,3 +333,19 @@ class ModelCheckpoint(MonitorCallback):
         self.kth_best_model_path = state_dict.get("kth_best_model_path", "")
         self.kth_value = torch.as_tensor(state_dict.get("kth_value", self.worst_value))
         self.last_model_path = state_dict.get("last_model_path", "")
+
+
+def _check_filename(filename: str) -> None:
+    """Reject a `filename` template that str.format could not fill, before the first save."""
+    if not isinstance(filename, str) or not filename:
+        raise MisconfigurationException(
+            f"ModelCheckpoint: `filename` must be a non-empty string template. Received: filename={filename!r}. "
+            "Fix: e.g. filename='{epoch}-{val_loss:.2f}', or leave it None for '{epoch}-{step}'."
+        )
+    try:
+        list(string.Formatter().parse(filename))
+    except ValueError as err:
+        raise MisconfigurationException(
+            f"ModelCheckpoint: `filename` is not a valid template ({err}). Received: filename={filename!r}. "
+            "Fix: put metric names in matching braces, e.g. filename='{epoch}-{val_loss:.2f}'."
+        ) from None

@@ -4,6 +4,7 @@ metric's current value from `trainer.callback_metrics`.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -48,7 +49,10 @@ class MonitorCallback(Callback):
                 "Fix: self.log that name, or monitor one of the logged metrics"
             )
             if self.strict:
-                raise MisconfigurationException(message + ", or pass strict=False to skip when it is missing.")
+                # Only callbacks that take `strict` (EarlyStopping) can be told to skip instead.
+                takes_strict = "strict" in inspect.signature(type(self)).parameters
+                raise MisconfigurationException(message + (", or pass strict=False to skip when it is missing."
+                                                           if takes_strict else "."))
             warn_once(message + ".")
             return None
         value = metrics[self.monitor]

@@ -185,10 +185,15 @@ class TQDMProgressBar(ProgressBar):
 
     def __init__(self, refresh_rate: int = 1, process_position: int = 0, leave: bool = False) -> None:
         super().__init__()
-        if not isinstance(refresh_rate, int) or refresh_rate < 0:
+        if isinstance(refresh_rate, bool) or not isinstance(refresh_rate, int) or refresh_rate < 0:
             raise ValueError(
                 "Expected `refresh_rate` to be an int >= 0 (0 turns the bars off). "
-                f"Received: refresh_rate={refresh_rate!r}"
+                f"Received: refresh_rate={refresh_rate!r}. Fix: e.g. TQDMProgressBar(refresh_rate=10)."
+            )
+        if isinstance(process_position, bool) or not isinstance(process_position, int) or process_position < 0:
+            raise ValueError(
+                "Expected `process_position` to be an int >= 0 (how many bar pairs to leave above). "
+                f"Received: process_position={process_position!r}. Fix: e.g. TQDMProgressBar(process_position=0)."
             )
         self._refresh_rate = refresh_rate
         self._process_position = process_position

@@ -112,6 +112,11 @@ class _VersionedDirLogger(Logger):
     """
 
     def __init__(self, save_dir: str | os.PathLike, name: str | None, version: int | str | None, prefix: str) -> None:
+        if not isinstance(save_dir, (str, os.PathLike)):
+            raise TypeError(
+                f"{type(self).__name__}(save_dir=...) must be a directory path. Received: save_dir={save_dir!r}. "
+                f"Fix: e.g. {type(self).__name__}(save_dir='logs/')."
+            )
         if version is not None and (isinstance(version, bool) or not isinstance(version, (int, str))):
             raise TypeError(
                 f"{type(self).__name__}(version=...) must be an int, a str or None. "

@@ -1,12 +1,13 @@
 """A training run for the fault-injection tests: it SIGKILLs itself at a given global step.
 
-    python train_until_killed.py ROOT KILL_AT_STEP NUM_WORKERS OUT
+    python train_until_killed.py ROOT KILL_AT_STEP NUM_WORKERS OUT [stateful]
 
 Trains with shuffling, dropout, AdamW and a per-step scheduler, validates twice per epoch,
 checkpoints every 3 optimizer steps, and always starts with `ckpt_path="last"`: re-running the
 same command after a crash resumes from the newest checkpoint. KILL_AT_STEP=-1 never dies;
 -2 prints each step and pauses briefly, for a test that sends a real signal. At the end the final
-weights are saved to OUT.
+weights are saved to OUT. With "stateful", the training data comes from torchdata's
+StatefulDataLoader, which saves its own position.
 """
 
 import os
@@ -24,6 +25,7 @@ from fulmen.callbacks import ModelCheckpoint
 from fulmen.loggers import CSVLogger
 
 root, kill_at, workers, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+stateful = sys.argv[5:] == ["stateful"]
 
 
 class Net(pl.LightningModule):
@@ -52,6 +54,14 @@ class Net(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
+def train_loader(*args, **kwargs):
+    if stateful:
+        from torchdata.stateful_dataloader import StatefulDataLoader
+
+        return StatefulDataLoader(*args, **kwargs)
+    return DataLoader(*args, **kwargs)
+
+
 if __name__ == "__main__":
     pl.seed_everything(7)
     g = torch.Generator().manual_seed(0)
@@ -65,7 +75,7 @@ if __name__ == "__main__":
     model = Net()
     trainer.fit(
         model,
-        DataLoader(data, batch_size=8, shuffle=True, num_workers=workers),
+        train_loader(data, batch_size=8, shuffle=True, num_workers=workers),
         DataLoader(data, batch_size=16, num_workers=workers),
         ckpt_path="last",
     )

@@ -1,0 +1,166 @@
+"""Crash-safe checkpoint writes, shown by killing real writers with SIGKILL at many moments.
+
+tests/scripts/save_until_killed.py forks writers that save checkpoints back to back (a fork
+server, so that a writer costs a fork rather than a Python start-up). Each writer here is killed
+with SIGKILL after a seeded random delay and, before the next one starts, the files are checked:
+
+- a checkpoint under its name either does not exist yet or loads whole with
+  `torch.load(weights_only=True)` and holds what was written (no torn or truncated file);
+- once a checkpoint existed, one as new or newer is still there (the previous good file is
+  never lost, also not by top-k deletion);
+- what a kill leaves behind is only the writer's temporary file, which the next
+  `ModelCheckpoint.setup` removes.
+
+Both writers spend almost all their time inside a save, so most kills land mid-write; the test
+checks that at least one did (it left a temporary file), or it would prove nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+import fulmen as pl
+from fulmen.callbacks import ModelCheckpoint
+from fulmen.checkpoint import atomic_save, load_checkpoint, stale_temp_files
+
+from helpers import quiet_trainer
+
+SCRIPT = Path(__file__).parent / "scripts" / "save_until_killed.py"
+KILLS = 12
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the writers are forked (POSIX only)")
+
+
+class ForkServer:
+    """tests/scripts/save_until_killed.py, driven one writer at a time."""
+
+    def __init__(self, mode: str, target: Path, log: Path) -> None:
+        self.log = log
+        with open(log, "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(SCRIPT), mode, str(target)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, bufsize=0,
+            )
+
+    def _answer(self, timeout: float = 60.0) -> str:
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline().decode() if ready else ""
+        assert line, f"the fork server did not answer:\n{self.log.read_text()[-3000:]}"
+        return line.strip()
+
+    def kill_writer_after(self, round_: int, delay: float, started: Callable[[], bool] | None = None) -> None:
+        """Fork a writer, let it write for `delay` seconds (counted from when `started()` holds, if
+        given), SIGKILL it, and wait until it is gone."""
+        self.proc.stdin.write(f"fork {round_}\n".encode())
+        kind, pid = self._answer().split()
+        assert kind == "pid"
+        for _ in range(6000):  # up to a minute: a liveness bound, not a timing assertion
+            if started is None or started():
+                break
+            time.sleep(0.01)
+        else:
+            pytest.fail(f"writer {round_} never started writing:\n{self.log.read_text()[-3000:]}")
+        time.sleep(delay)
+        os.kill(int(pid), signal.SIGKILL)
+        assert self._answer() == f"died {signal.SIGKILL.value}", self.log.read_text()[-3000:]
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def server(tmp_path):
+    servers: list[ForkServer] = []
+
+    def start(mode: str, target: Path) -> ForkServer:
+        servers.append(ForkServer(mode, target, tmp_path / f"{mode}.log"))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.close()
+
+
+def test_atomic_save_killed_at_many_moments_never_leaves_a_torn_file(tmp_path, server):
+    target = tmp_path / "run" / "model.ckpt"
+    target.parent.mkdir()
+    writer = server("atomic_save", target)
+    # Kill moments spread over about ten saves of this machine, from before the first save is done on.
+    started = time.perf_counter()
+    atomic_save({"value": 0, "w": torch.zeros(10_000_000)}, tmp_path / "timing.ckpt")
+    span = 10 * (time.perf_counter() - started)
+    delays = random.Random(4).sample([0.0, 0.01, 0.03] + [span * k / 9 for k in range(1, 10)], KILLS)
+    newest_value, kills_mid_write = None, 0
+    for round_, delay in enumerate(delays):
+        temps_before = set(stale_temp_files(target.parent))
+        writer.kill_writer_after(round_, delay)
+        if newest_value is not None:
+            assert target.exists(), f"kill {round_} lost the previous checkpoint"
+        if target.exists():
+            checkpoint = torch.load(target, weights_only=True)  # raises on a truncated or torn file
+            assert set(checkpoint) == {"value", "w"}
+            value, weights = checkpoint["value"], checkpoint["w"]
+            assert weights.shape == (10_000_000,) and torch.all(weights == float(value)), f"kill {round_}"
+            assert newest_value is None or value >= newest_value  # never an older file than before
+            assert value // 100_000 <= round_
+            newest_value = value
+        kills_mid_write += bool(set(stale_temp_files(target.parent)) - temps_before)
+    assert newest_value is not None, "no writer finished a single save: the delays are too short to test anything"
+    assert kills_mid_write >= 1, "no kill landed during a write"
+
+    # What the kills left: the checkpoint, and one temporary file per kill that landed mid-write.
+    leftovers = stale_temp_files(target.parent)
+    assert len(leftovers) == kills_mid_write
+    assert all(p.name.startswith(".model.ckpt.") and p.name.endswith(".tmp") for p in leftovers)
+    unrelated = [target.parent / "notes.tmp", target.parent / ".model.ckpt.bak", target.parent / "other.ckpt"]
+    for path in unrelated:
+        path.write_bytes(b"keep me")
+    before = target.read_bytes()
+
+    # The next run's ModelCheckpoint removes exactly the stale temporary files.
+    callback = ModelCheckpoint(dirpath=target.parent)
+    trainer = quiet_trainer(tmp_path, enable_checkpointing=True, callbacks=[callback])
+    callback.setup(trainer, pl.LightningModule(), "fit")
+    assert stale_temp_files(target.parent) == []
+    assert target.read_bytes() == before
+    assert all(path.read_bytes() == b"keep me" for path in unrelated)
+
+
+def test_model_checkpoint_top_k_killed_at_many_moments_keeps_intact_checkpoints(tmp_path, server):
+    dirpath = tmp_path / "checkpoints"
+    writer = server("model_checkpoint", dirpath)
+    delays = random.Random(7).sample([0.02 * k for k in range(KILLS)], KILLS)
+    newest_step, most_files, kills_mid_write = -1, 0, 0
+
+    def saved_beyond(step: int) -> Callable[[], bool]:  # a checkpoint newer than `step` is in place
+        return lambda: any(int(re.search(r"step=(\d+)", p.name)[1]) > step for p in dirpath.glob("*.ckpt"))
+
+    for round_, delay in enumerate(delays):
+        # Counted from this writer's first checkpoint, so that each round trains past its start-up.
+        writer.kill_writer_after(round_, delay, started=saved_beyond(newest_step))
+        files = sorted(dirpath.glob("*.ckpt"))
+        steps = [load_checkpoint(path)["global_step"] for path in files]  # every file intact (weights_only)
+        if newest_step >= 0:
+            assert steps and max(steps) >= newest_step, f"kill {round_} lost the newest checkpoint"
+        # Top-k deletes the evicted file only once the new one is in place: never fewer than two.
+        assert len(files) >= min(most_files, 2), f"kill {round_}: {[p.name for p in files]}"
+        newest_step, most_files = max(steps, default=-1), max(most_files, len(files))
+        # Each writer's ModelCheckpoint.setup removed what the previous kill left: at most its own.
+        temps = stale_temp_files(dirpath)
+        assert len(temps) <= 1, [p.name for p in temps]
+        kills_mid_write += len(temps)
+    assert newest_step >= KILLS  # every writer saved at least once before it was killed
+    assert kills_mid_write >= 1, "no kill landed during a write"
