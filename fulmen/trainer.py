@@ -144,6 +144,7 @@ class Trainer:
         sync_batchnorm: bool = False,
         reload_dataloaders_every_n_epochs: int = 0,
         default_root_dir: str | Path | None = None,
+        preemption_signals: tuple[int, ...] | None = DEFAULT_SIGNALS,
     ) -> None:
         # --- hardware and numerics ---
         self._accelerator = parse_accelerator(accelerator)
@@ -250,6 +251,15 @@ class Trainer:
                 "Fix: e.g. default_root_dir='runs/' (None: the current directory)."
             )
         self.default_root_dir = os.fspath(default_root_dir) if default_root_dir is not None else os.getcwd()
+        # fulmen's own argument (not in Lightning): the signals that mean "save and stop" during fit.
+        signals = tuple(preemption_signals or ())
+        if not all(isinstance(sig, int) and not isinstance(sig, bool) for sig in signals):
+            raise MisconfigurationException(
+                "`preemption_signals` must be signal numbers, e.g. (signal.SIGTERM, signal.SIGUSR1). "
+                f"Received: preemption_signals={preemption_signals!r}. "
+                "Fix: pass signal.Signals values, or None to turn it off."
+            )
+        self.preemption_signals = signals
 
         # --- fast_dev_run: a few batches of everything, nothing written ---
         if self.fast_dev_run:
@@ -635,7 +645,7 @@ class Trainer:
         try:
             self._setup(fn, model, datamodule, ckpt_path, kwargs)
             if fn == TrainerFn.FITTING:
-                with torch.autograd.set_detect_anomaly(self.detect_anomaly), PreemptionWatch(DEFAULT_SIGNALS) as watch:
+                with torch.autograd.set_detect_anomaly(self.detect_anomaly), PreemptionWatch(self.preemption_signals) as watch:
                     self._preemption = watch
                     loop.run_fit(self)
                 result = None

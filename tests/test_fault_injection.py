@@ -123,3 +123,14 @@ def test_sigusr1_under_slurm_requeues_the_job(tmp_path):
     assert "the SLURM job was requeued" in out
     assert calls.read_text().split() == ["requeue", "4242"]
     assert (root / "ckpts" / "preempted.ckpt").is_file()
+
+
+def test_preemption_signals_are_configurable_and_checked():
+    import fulmen as pl
+    from fulmen.errors import MisconfigurationException
+
+    assert pl.Trainer(logger=False).preemption_signals == (signal.SIGTERM, signal.SIGUSR1)
+    assert pl.Trainer(logger=False, preemption_signals=None).preemption_signals == ()
+    assert pl.Trainer(logger=False, preemption_signals=(signal.SIGINT,)).preemption_signals == (signal.SIGINT,)
+    with pytest.raises(MisconfigurationException, match=r"Received: preemption_signals=\('TERM',\)"):
+        pl.Trainer(logger=False, preemption_signals=("TERM",))
