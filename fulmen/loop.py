@@ -10,6 +10,9 @@ One training batch under automatic optimization, in Lightning's hook order:
     "step"-interval schedulers
     on_train_batch_end
     log to loggers every `log_every_n_steps`; validation when due
+    after the batch: checkpoints that came due, a preemption (see `_run_after_batch`)
+
+When nothing in that chain is customised, `_plain_step` runs the same step as a hand-written loop.
 
 At the end of an epoch: on_train_epoch_end (callbacks, then the module), epoch metrics to the
 loggers, "epoch"-interval schedulers, then the monitoring callbacks (ModelCheckpoint,
