@@ -842,7 +842,7 @@ class Trainer:
 
     def _log_metrics(self, metrics: dict[str, torch.Tensor], step: int) -> None:
         """Send metrics to every logger (the one place logged tensors become floats)."""
-        if not metrics:
+        if not metrics or not self.loggers:  # as in Lightning, logged_metrics stays empty without a logger
             return
         values: dict[str, Any] = to_float_dict(metrics)
         self._logged_metrics.update(values)
