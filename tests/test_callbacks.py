@@ -9,7 +9,6 @@ same model and settings, except where a comment says fulmen deliberately differs
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import pytest
