@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fulmen.callbacks.callback import Callback
-from fulmen.precision import _calls_closure_once
+from fulmen.precision import calls_closure_once
 
 if TYPE_CHECKING:
     from fulmen.module import LightningModule
@@ -73,7 +73,7 @@ class HookDispatch:
             and len(trainer._optimizers) == 1
             and trainer._precision.scaler is None
             and not trainer.gradient_clip_val
-            and _calls_closure_once(type(trainer._optimizers[0].optimizer))
+            and calls_closure_once(type(trainer._optimizers[0].optimizer))
             and not any(self.overridden(name) for name in _STEP_HOOKS)
         )
 

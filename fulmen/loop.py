@@ -199,13 +199,15 @@ def _run_after_batch(trainer: Trainer, window_closed: bool = False) -> None:
     """Work that must wait until a batch is completely done (its logging and validation included),
     e.g. a ModelCheckpoint due at this step or a preemption: a checkpoint taken here resumes
     exactly after the batch."""
+    preemption = trainer._preemption
+    if not trainer._after_batch and (preemption is None or preemption.received is None):
+        return  # the usual case: nothing to do, at the cost of two attribute reads per batch
     # Checkpoints land on optimizer-step boundaries: inside an accumulation window they wait for it to close.
     if not window_closed and _accumulating(trainer):
         return
     pending = trainer._after_batch
     while pending:
         pending.pop(0)()
-    preemption = trainer._preemption
     if preemption is not None and preemption.received is not None:
         stop_for_preemption(trainer, preemption.received)
 

@@ -29,7 +29,7 @@ _MIXED_DTYPES = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
 
 
 @functools.lru_cache(maxsize=None)
-def _calls_closure_once(cls: type) -> bool:
+def calls_closure_once(cls: type) -> bool:
     """torch's built-in optimizers, except LBFGS, call a closure exactly once, before updating."""
     return cls.__module__.startswith("torch.optim.") and not issubclass(cls, torch.optim.LBFGS)
 
@@ -77,7 +77,7 @@ class Precision:
     ) -> Any:
         """Run `closure` (forward + backward), then `after_closure` (hooks, clipping), then step."""
         if self.scaler is None:
-            if closure is not None and _calls_closure_once(type(optimizer)):
+            if closure is not None and calls_closure_once(type(optimizer)):
                 # Same effect as step(closure) for torch's own optimizers, minus the closure plumbing
                 # (nested grad-mode switches) on every step: the hot path of a small model.
                 result = closure()

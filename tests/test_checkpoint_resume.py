@@ -453,3 +453,17 @@ def test_structured_hparams_are_stored_as_plain_data(tmp_path):
         "mode": "fast",
         "dtype": "torch.float32",
     }
+
+
+def test_checkpoints_wait_for_the_gradient_accumulation_window_to_close(tmp_path):
+    # 10 batches, optimizer steps every 2; validation after batches 3, 6 and 9, each followed by a
+    # ModelCheckpoint save. Saved after batch 3 or 9, a checkpoint would drop half a window's gradients:
+    # those saves wait for the window to close (after batches 4 and 10).
+    torch.manual_seed(0)
+    dirpath = tmp_path / "ckpts"
+    callback = ModelCheckpoint(dirpath=dirpath, save_top_k=-1, save_on_train_epoch_end=False)
+    t = trainer(max_epochs=1, accumulate_grad_batches=2, val_check_interval=3, enable_checkpointing=True,
+                callbacks=[callback])
+    t.fit(Net(), loader(80), loader(16))
+    saved = [torch.load(p, weights_only=True)["resume"] for p in sorted(dirpath.glob("*.ckpt"))]
+    assert sorted((r["batches_done"], r["global_step"]) for r in saved) == [(4, 2), (6, 3), (10, 5)]
