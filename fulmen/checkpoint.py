@@ -229,9 +229,17 @@ def resolve_ckpt_path(trainer: Trainer, fn: TrainerFn, ckpt_path: Any) -> tuple[
     return str(ckpt_path), None
 
 
+def checkpoint_dir(trainer: Trainer) -> str:
+    """Where the run's checkpoints go: the ModelCheckpoint's directory, or `<default_root_dir>/checkpoints`."""
+    callback = trainer.checkpoint_callback
+    return callback.resolve_dirpath(trainer) if callback is not None else os.path.join(trainer.default_root_dir, "checkpoints")
+
+
 def checkpoint_candidates(trainer: Trainer) -> list[Path]:
-    """The `.ckpt` files of the trainer's ModelCheckpoints, newest first."""
+    """The `.ckpt` files of the trainer's ModelCheckpoints (or of its checkpoint directory), newest first."""
     candidates: set[Path] = set()
+    if not trainer.checkpoint_callbacks and Path(checkpoint_dir(trainer)).is_dir():  # e.g. only a preemption save
+        candidates.update(Path(checkpoint_dir(trainer)).glob("*.ckpt"))
     for cb in trainer.checkpoint_callbacks:
         if getattr(cb, "last_model_path", ""):
             candidates.add(Path(cb.last_model_path))

@@ -18,6 +18,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from fulmen.checkpoint import checkpoint_dir
+
 if TYPE_CHECKING:
     from fulmen.trainer import Trainer
 
@@ -50,9 +52,7 @@ class PreemptionWatch:
 def stop_for_preemption(trainer: Trainer, signum: int) -> None:
     """Save, close the loggers, requeue under SLURM, and exit. Called between batches."""
     name = signal.Signals(signum).name
-    callback = trainer.checkpoint_callback
-    directory = callback.resolve_dirpath(trainer) if callback is not None else os.path.join(trainer.default_root_dir, "checkpoints")
-    path = str(Path(directory) / "preempted.ckpt")
+    path = str(Path(checkpoint_dir(trainer)) / "preempted.ckpt")
     trainer.save_checkpoint(path)
     for logger in trainer.loggers:
         logger.finalize("preempted")
