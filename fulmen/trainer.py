@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -645,8 +644,8 @@ class Trainer:
         try:
             self._setup(fn, model, datamodule, ckpt_path, kwargs)
             if fn == TrainerFn.FITTING:
-                with torch.autograd.set_detect_anomaly(self.detect_anomaly), PreemptionWatch(self.preemption_signals) as watch:
-                    self._preemption = watch
+                anomaly = torch.autograd.set_detect_anomaly(self.detect_anomaly)
+                with anomaly, PreemptionWatch(self.preemption_signals) as self._preemption:
                     loop.run_fit(self)
                 result = None
             elif fn == TrainerFn.PREDICTING:
@@ -659,18 +658,15 @@ class Trainer:
             self._teardown(fn, "success")
             self.state.status = TrainerStatus.FINISHED
             return result
-        except SystemExit:
-            if self._preemption is not None and self._preemption.received is not None:
-                self.state.status = TrainerStatus.INTERRUPTED  # preempted: saved and logged, not a failure
-                raise
-            self._on_exception(sys.exc_info()[1])
-            raise
         except KeyboardInterrupt as exc:
             warn_once("Detected KeyboardInterrupt: shut down gracefully; trainer.interrupted is True.")
             self._on_exception(exc)
             return None
         except BaseException as exc:
-            self._on_exception(exc)
+            if self._preemption is not None and self._preemption.received is not None:
+                self.state.status = TrainerStatus.INTERRUPTED  # preempted: already saved and logged, not a failure
+            else:
+                self._on_exception(exc)
             raise
         finally:
             self._preemption = None
