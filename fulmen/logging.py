@@ -24,6 +24,8 @@ _TORCH_REDUCTIONS = {torch.mean: "mean", torch.sum: "sum", torch.max: "max", tor
 
 
 def parse_reduce_fx(name: str, reduce_fx: Any) -> str:
+    if reduce_fx == "mean":  # the default: skip the lookups below on every self.log
+        return "mean"
     if isinstance(reduce_fx, str) and reduce_fx.lower() in _REDUCTIONS:
         return _REDUCTIONS[reduce_fx.lower()]
     if reduce_fx in _TORCH_REDUCTIONS:
@@ -185,6 +187,8 @@ def _check_forked_names(results: Results, name: str, forked: bool) -> None:
 
 def _as_scalar_tensor(name: str, value: Any, enable_graph: bool) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
+        if value.ndim == 0:  # the usual case, e.g. a loss: no shape checks needed
+            return value if enable_graph else value.detach()
         if value.numel() != 1:
             raise MisconfigurationException(
                 f"self.log({name!r}, value) needs a single number, but the tensor has shape "

@@ -335,7 +335,9 @@ def _loss_from(output: Any, module: Any) -> torch.Tensor | None:
             "If that was not intended, return the loss."
         )
         return None
-    if isinstance(output, Mapping):
+    if isinstance(output, torch.Tensor):  # the usual case first: isinstance with an ABC (Mapping) is slower
+        loss = output
+    elif isinstance(output, Mapping):
         if "loss" not in output:
             raise MisconfigurationException(
                 "training_step returned a dict without 'loss'. "
