@@ -1,0 +1,650 @@
+"""`fulmen doctor`: static checks for the classic mistakes in LightningModule code.
+
+The checks read the source with `ast` (nothing is imported or run), so they work on any file,
+in CI, before a single batch is loaded. Each finding has a code (`FM101`...), a place
+(`file:line`), a one-line message and the fix; docs/common_mistakes.md shows a before/after
+example for every code. Severities: "error" (the run fails or trains wrongly), "warning"
+(breaks on other hardware or wastes memory), "advice" (project layout and data loading).
+
+    fulmen doctor model.py data.py          # or folders: every *.py below them
+    python -m fulmen doctor src/ --strict   # advice fails the run too
+
+Exit status: 0 when nothing at or above the failing severity was found, 1 otherwise, 2 for a
+usage error. A line ending in `# noqa: FM101` is not reported for that code (`# noqa: FM1` for
+the FM1xx group); on a `class` line the comment covers the whole class.
+
+`check_at_fit` runs the same checks on the user's module and data module when `fit` starts
+(errors and warnings only, as Python warnings; `FULMEN_DOCTOR=0` turns it off). The results
+are cached per file, so a second fit in the same process does not parse again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import re
+import sys
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RULES", "DoctorWarning", "Finding", "check_at_fit", "check_file", "check_paths", "check_source", "main"]
+
+DOCS = "docs/common_mistakes.md"
+
+# code -> (severity, what it catches). The order is the order of docs/common_mistakes.md.
+RULES: dict[str, tuple[str, str]] = {
+    "FM101": ("error", "hard-coded device move (.cuda(), .to('cuda'), device='cuda') in a LightningModule"),
+    "FM102": ("warning", ".to(device) with a device variable in a LightningModule"),
+    "FM103": ("warning", "tensor created in a step or forward without a device"),
+    "FM201": ("error", "training_step has a path that returns nothing"),
+    "FM202": ("error", "training_step returns something other than the loss"),
+    "FM301": ("error", "zero_grad/backward/optimizer step called under automatic optimization"),
+    "FM302": ("error", "loss.backward() under manual optimization"),
+    "FM303": ("warning", "manual optimization without manual_backward"),
+    "FM401": ("error", "__init__ without super().__init__()"),
+    "FM402": ("warning", "self.log called in forward"),
+    "FM403": ("warning", "a tensor that keeps its autograd graph stored in a list/dict on self"),
+    "FM501": ("advice", "Trainer constructed in the file that defines the LightningModule"),
+    "FM502": ("advice", "data loading inside the LightningModule class"),
+    "FM601": ("advice", "DataLoader without num_workers"),
+    "FM602": ("advice", "shuffle=True on validation/test/predict data"),
+}
+_SEVERITY_RANK = {"advice": 0, "warning": 1, "error": 2}
+
+_STEP_METHODS = {"training_step", "validation_step", "test_step", "predict_step", "forward"}
+_FACTORIES = {"zeros", "ones", "empty", "full", "rand", "randn", "randint", "randperm", "arange", "linspace",
+              "logspace", "eye", "tensor", "as_tensor"}
+_NO_GRAPH_CALLS = {"detach", "item", "tolist", "numpy", "argmax", "argmin", "long", "int", "bool", "sign"}
+_PLAIN_VALUE_CALLS = {"float", "int", "bool", "str", "len", "round"}
+# Dataset classes that read files: a DataLoader over them wants worker processes.
+_DISK_DATASETS = {"MNIST", "FashionMNIST", "KMNIST", "EMNIST", "CIFAR10", "CIFAR100", "SVHN", "STL10", "ImageNet",
+                  "CelebA", "Caltech101", "Places365", "Food101", "Flowers102", "OxfordIIITPet", "ImageFolder",
+                  "DatasetFolder", "load_dataset", "LibriSpeech", "COCODetection", "CocoDetection", "VOCDetection"}
+_FILE_READERS = {"open", "imread", "read_image", "decode_image", "load", "read_csv", "read_parquet", "loadtxt",
+                 "read_file", "load_wav", "read"}
+_CONFIG_NAMES = {"args", "cfg", "config", "conf", "opt", "opts", "hparams", "settings", "hp"}
+_ACCELERATOR_STRINGS = ("cuda", "mps", "xla", "gpu")
+_NOQA = re.compile(r"#\s*noqa:\s*([A-Z0-9, ]+)")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem: where (`path:line:col`), which rule (`code`), what, and how to fix it."""
+
+    code: str
+    path: str
+    line: int
+    col: int
+    message: str
+    fix: str
+
+    @property
+    def severity(self) -> str:
+        return RULES[self.code][0]
+
+    def format(self) -> str:
+        return f"{self.path}:{self.line}:{self.col + 1}: {self.code} ({self.severity}) {self.message}\n    Fix: {self.fix}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "severity": self.severity}
+
+
+class DoctorWarning(UserWarning):
+    """A `fulmen doctor` finding reported when `fit` starts."""
+
+
+# --- the AST helpers ------------------------------------------------------------------------------
+
+
+def _name(node: ast.AST | None) -> str:
+    """The last identifier of a Name/Attribute chain (`pl.LightningModule` -> 'LightningModule')."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    if isinstance(node, ast.Call):
+        return _name(node.func)
+    return ""
+
+
+def _dotted(node: ast.AST) -> str:
+    if isinstance(node, ast.Attribute):
+        return f"{_dotted(node.value)}.{node.attr}"
+    return node.id if isinstance(node, ast.Name) else "?"
+
+
+def _is_self(node: ast.AST) -> bool:
+    return isinstance(node, ast.Name) and node.id == "self"
+
+
+def _kwarg(call: ast.Call, name: str) -> ast.expr | None:
+    return next((k.value for k in call.keywords if k.arg == name), None)
+
+
+def _has_star_kwargs(call: ast.Call) -> bool:
+    return any(k.arg is None for k in call.keywords)
+
+
+def _walk_own(node: ast.AST) -> Iterator[ast.AST]:
+    """ast.walk without descending into nested functions, lambdas or classes."""
+    stack = list(ast.iter_child_nodes(node))
+    while stack:
+        child = stack.pop()
+        yield child
+        if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            stack.extend(ast.iter_child_nodes(child))
+
+
+def _methods(cls: ast.ClassDef) -> Iterator[ast.FunctionDef | ast.AsyncFunctionDef]:
+    return (n for n in cls.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))
+
+
+def _falls_through(body: list[ast.stmt]) -> bool:
+    """Whether execution can reach the end of `body` (so a function would return None)."""
+    return all(_stmt_falls_through(stmt) for stmt in body)
+
+
+def _stmt_falls_through(stmt: ast.stmt) -> bool:
+    if isinstance(stmt, (ast.Return, ast.Raise)):
+        return False
+    if isinstance(stmt, ast.If):
+        return _falls_through(stmt.body) or _falls_through(stmt.orelse)
+    if isinstance(stmt, (ast.With, ast.AsyncWith)):
+        return _falls_through(stmt.body)
+    if isinstance(stmt, ast.Try) or type(stmt).__name__ == "TryStar":
+        if stmt.finalbody and not _falls_through(stmt.finalbody):
+            return False
+        return _falls_through(stmt.body + stmt.orelse) or any(_falls_through(h.body) for h in stmt.handlers)
+    if isinstance(stmt, ast.While):  # `while True:` without break never falls through
+        infinite = isinstance(stmt.test, ast.Constant) and stmt.test.value is True
+        return not infinite or any(isinstance(n, ast.Break) for n in _walk_own(stmt))
+    if isinstance(stmt, ast.Match):
+        irrefutable = any(isinstance(c.pattern, ast.MatchAs) and c.pattern.pattern is None and c.guard is None
+                          for c in stmt.cases)
+        return not irrefutable or any(_falls_through(c.body) for c in stmt.cases)
+    return True
+
+
+def _device_kind(node: ast.AST) -> str | None:
+    """'fixed' for a literal accelerator ('cuda', torch.device('cuda')), 'variable' for a device
+    variable (`device`, `args.device`), None when the argument is not a device to worry about
+    (a dtype, `self.device`, another tensor's `.device`, 'cpu')."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return "fixed" if node.value.lower().startswith(_ACCELERATOR_STRINGS) else None
+    if isinstance(node, ast.Call) and _name(node.func) == "device" and node.args:
+        return _device_kind(node.args[0]) or ("variable" if not isinstance(node.args[0], ast.Constant) else None)
+    if isinstance(node, ast.Name):
+        return "variable" if "device" in node.id.lower() or node.id.lower() in ("dev", "gpu") else None
+    if isinstance(node, ast.Attribute):
+        if node.attr == "device":  # self.device or x.device follow the module/batch; cfg.device does not
+            owner = _name(node.value)
+            return "variable" if owner.lower() in _CONFIG_NAMES else None
+        return "variable" if "device" in node.attr.lower() else None
+    return None
+
+
+# --- one file -------------------------------------------------------------------------------------
+
+
+class _FileChecker:
+    """Runs every rule over one parsed file and collects the findings."""
+
+    def __init__(self, tree: ast.Module, path: str) -> None:
+        self.tree, self.path = tree, path
+        self.findings: list[Finding] = []
+        classes = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)]
+        self.by_name = {c.name: c for c in classes}
+        self.modules = self._subclasses(classes, "LightningModule")
+        self.datamodules = self._subclasses(classes, "LightningDataModule")
+        self.disk_datasets = self._disk_dataset_names(classes)
+
+    def _subclasses(self, classes: list[ast.ClassDef], base: str) -> list[ast.ClassDef]:
+        """Classes deriving from `base`, directly or through a class of this file."""
+        found: dict[str, ast.ClassDef] = {}
+        changed = True
+        while changed:
+            changed = False
+            for cls in classes:
+                if cls.name not in found and any(_name(b) == base or _name(b) in found for b in cls.bases):
+                    found[cls.name] = cls
+                    changed = True
+        return list(found.values())
+
+    def add(self, code: str, node: ast.AST, message: str, fix: str) -> None:
+        self.findings.append(Finding(code, self.path, getattr(node, "lineno", 1), getattr(node, "col_offset", 0),
+                                     message, fix))
+
+    def run(self) -> list[Finding]:
+        for cls in self.modules:
+            self._check_module(cls)
+        for cls in self.datamodules:
+            self._check_init(cls)
+        self._check_layout()
+        self._check_dataloaders()
+        return self.findings
+
+    # --- LightningModule classes ------------------------------------------------------------
+    def _automatic(self, cls: ast.ClassDef) -> bool | None:
+        """True/False from `self.automatic_optimization = ...` in the class or its same-file
+        bases; True when never set; None when set to something not a constant."""
+        chain, seen = [cls], set()
+        while chain:
+            current = chain.pop()
+            seen.add(current.name)
+            for node in ast.walk(current):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+                    node, ast.AnnAssign) else []
+                if any(_name(t) == "automatic_optimization" for t in targets) and node.value is not None:
+                    value = node.value
+                    return value.value if isinstance(value, ast.Constant) and isinstance(value.value, bool) else None
+            chain += [self.by_name[_name(b)] for b in current.bases if _name(b) in self.by_name
+                      and _name(b) not in seen]
+        return True
+
+    def _check_module(self, cls: ast.ClassDef) -> None:
+        self._check_init(cls)
+        automatic = self._automatic(cls)
+        methods = {m.name: m for m in _methods(cls)}
+        for method in methods.values():
+            self._check_devices(cls, method)
+            if method.name in _STEP_METHODS:
+                self._check_factories(method)
+            if automatic is True:
+                self._check_automatic_calls(method)
+            elif automatic is False:
+                self._check_manual_calls(method)
+        step = methods.get("training_step")
+        if step is not None and automatic is True:
+            self._check_training_step_returns(cls, step)
+        if step is not None:
+            self._check_kept_graphs(step)
+        if "forward" in methods:
+            for node in _walk_own(methods["forward"]):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and _is_self(node.func.value) \
+                        and node.func.attr in ("log", "log_dict"):
+                    self.add("FM402", node, f"self.{node.func.attr} in {cls.name}.forward: forward also runs for "
+                             "inference, outside any Trainer, where there is nothing to log to.",
+                             "log in training_step/validation_step, which call self(x).")
+        if automatic is False and step is not None and not self._calls_anywhere(cls, "manual_backward") \
+                and not self._calls_anywhere(cls, "backward"):
+            self.add("FM303", step, f"{cls.name} sets automatic_optimization = False but never calls "
+                     "self.manual_backward, so no gradients are computed.",
+                     "in training_step: opt = self.optimizers(); opt.zero_grad(); self.manual_backward(loss); opt.step().")
+        for method in methods.values():  # one finding per method is enough to make the point
+            data = [n for n in _walk_own(method) if self._is_data_call(n)]
+            if data:
+                first = min(data, key=lambda n: (n.lineno, n.col_offset))
+                self.add("FM502", first, f"{_name(first.func)}(...) in {cls.name}.{method.name}: data code in the "
+                         "model class ties the model to one dataset.", "move datasets and loaders into a "
+                         "LightningDataModule in data.py and pass it with trainer.fit(model, datamodule=dm).")
+
+    def _check_init(self, cls: ast.ClassDef) -> None:
+        init = next((m for m in _methods(cls) if m.name == "__init__"), None)
+        if init is None:
+            return
+        for node in ast.walk(init):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "__init__":
+                receiver = node.func.value
+                if isinstance(receiver, ast.Call) and _name(receiver.func) == "super":
+                    return
+                if node.args and _is_self(node.args[0]):  # Base.__init__(self, ...)
+                    return
+        self.add("FM401", init, f"{cls.name}.__init__ does not call super().__init__(), so the module has no "
+                 "parameters registry, hooks or hparams.", "make `super().__init__()` the first line of __init__.")
+
+    def _check_devices(self, cls: ast.ClassDef, method: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        if method.name == "transfer_batch_to_device":  # moving the batch to `device` is that hook's job
+            return
+        where = f"{cls.name}.{method.name}"
+        fix = ("let the Trainer place the module and batches; create tensors with device=self.device or "
+               "x.new_zeros(...)/torch.zeros_like(x), or register constants with self.register_buffer(...).")
+        for node in _walk_own(method):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            if isinstance(func, ast.Attribute) and func.attr == "cuda" and not _dotted(func).startswith("torch.cuda"):
+                self.add("FM101", node, f".cuda() in {where} pins this code to one GPU; it breaks CPU, "
+                         "MPS and multi-device runs.", fix)
+                continue
+            targets = []
+            if isinstance(func, ast.Attribute) and func.attr == "to":
+                targets = node.args[:1] + [k.value for k in node.keywords if k.arg == "device"]
+            elif _kwarg(node, "device") is not None:
+                targets = [_kwarg(node, "device")]
+            for target in targets:
+                kind = _device_kind(target)
+                if kind == "fixed":
+                    self.add("FM101", node, f"a hard-coded device ({ast.unparse(target)}) in {where} breaks "
+                             "CPU, MPS and multi-device runs.", fix)
+                elif kind == "variable":
+                    self.add("FM102", node, f"a device variable ({ast.unparse(target)}) in {where}: under "
+                             "several devices each process has its own device, and it is not this one.",
+                             "use self.device (or x.device of the batch) instead, or let the Trainer move data.")
+
+    def _check_factories(self, method: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        moved = {id(n.func.value) for n in _walk_own(method) if isinstance(n, ast.Call)
+                 and isinstance(n.func, ast.Attribute) and n.func.attr in ("to", "type_as", "cuda")}
+        for node in _walk_own(method):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and _dotted(node.func.value) == "torch" and node.func.attr in _FACTORIES):
+                continue
+            if id(node) in moved or _kwarg(node, "device") is not None or _kwarg(node, "out") is not None:
+                continue
+            if node.func.attr in ("tensor", "as_tensor") and node.args and isinstance(node.args[0], ast.Constant):
+                continue  # a 0-dim CPU tensor combines with tensors on any device
+            self.add("FM103", node, f"torch.{node.func.attr}(...) in {method.name} is created on the CPU while "
+                     "the batch may be on a GPU.", f"pass device=self.device, or use x.new_{node.func.attr}(...)"
+                     " / torch.zeros_like(x) / .type_as(x), or register it once with self.register_buffer.")
+
+    def _check_training_step_returns(self, cls: ast.ClassDef, step: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        if _falls_through(step.body):
+            self.add("FM201", step, f"{cls.name}.training_step can end without returning the loss, so that batch "
+                     "is skipped: no backward, no optimizer step.",
+                     "end training_step with `return loss` (return None explicitly only to skip a batch on purpose).")
+        for node in _walk_own(step):
+            if isinstance(node, ast.Return) and node.value is not None:
+                problem = self._not_a_loss(node.value)
+                if problem:
+                    self.add("FM202", node, f"{cls.name}.training_step returns {problem}; the Trainer needs the "
+                             "loss tensor with its graph to run backward.",
+                             "return the loss tensor itself, or a dict {'loss': loss, ...}; log other values with self.log.")
+
+    @staticmethod
+    def _not_a_loss(value: ast.expr) -> str | None:
+        text = ast.unparse(value)
+        if isinstance(value, ast.Call):
+            if isinstance(value.func, ast.Attribute) and value.func.attr in ("item", "tolist", "numpy", "detach"):
+                return f"`{text}` (no graph left)"
+            if isinstance(value.func, ast.Name) and value.func.id in _PLAIN_VALUE_CALLS:
+                return f"`{text}` (a Python number)"
+        if isinstance(value, ast.Constant) and value.value is not None:
+            return f"the constant {text}"
+        if isinstance(value, (ast.Tuple, ast.List)):
+            return f"a {type(value).__name__.lower()} (`{text}`)"
+        if isinstance(value, ast.Dict) and all(isinstance(k, ast.Constant) for k in value.keys) \
+                and "loss" not in [k.value for k in value.keys]:
+            return f"a dict without a 'loss' key (`{text}`)"
+        return None
+
+    def _check_automatic_calls(self, method: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        allowed = {"zero_grad": {"optimizer_zero_grad", "optimizer_step"}, "backward": {"backward"},
+                   "step": {"optimizer_step", "lr_scheduler_step"}}
+        for node in _walk_own(method):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            verb, receiver = node.func.attr, node.func.value
+            if verb not in allowed or method.name in allowed[verb]:
+                continue
+            if verb == "step":
+                owner = _name(receiver).lower()
+                if "opt" not in owner or "sched" in owner:  # only optimizers; schedulers/EMAs are not this rule
+                    continue
+            self.add("FM301", node, f"`{ast.unparse(node)}` in {method.name}: under automatic optimization the "
+                     "Trainer already calls zero_grad, backward and step, so this one runs twice or out of order.",
+                     "return the loss from training_step and delete this call, or set "
+                     "`self.automatic_optimization = False` in __init__ and use self.manual_backward.")
+
+    def _check_manual_calls(self, method: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        if method.name == "backward":
+            return
+        for node in _walk_own(method):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "backward" \
+                    and not _dotted(node.func).startswith("torch.autograd"):
+                self.add("FM302", node, f"`{ast.unparse(node)}` in {method.name}: under manual optimization "
+                         "backward must go through the Trainer (precision scaling, several devices).",
+                         f"self.manual_backward({ast.unparse(node.func.value)}).")
+
+    def _calls_anywhere(self, cls: ast.ClassDef, attr: str) -> bool:
+        classes = [cls] + [self.by_name[_name(b)] for b in cls.bases if _name(b) in self.by_name]
+        return any(isinstance(n, ast.Call) and _name(n.func) == attr for c in classes for n in ast.walk(c))
+
+    def _check_kept_graphs(self, step: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        """`self.losses.append(loss)` in training_step keeps every step's graph alive."""
+        carries: set[str] = set()
+
+        def has_graph(expr: ast.AST) -> bool:
+            nodes = list(ast.walk(expr))
+            if any(isinstance(n, ast.Compare) or (isinstance(n, ast.Call) and _name(n.func) in _NO_GRAPH_CALLS
+                                                  | _PLAIN_VALUE_CALLS) for n in nodes):
+                return False
+            return any((isinstance(n, ast.Name) and n.id in carries)
+                       or (isinstance(n, ast.Call) and (_is_self(n.func) or (isinstance(n.func, ast.Attribute)
+                           and _is_self(n.func.value) and not n.func.attr.startswith("log")))) for n in nodes)
+
+        for node in sorted(_walk_own(step), key=lambda n: (getattr(n, "lineno", 0), getattr(n, "col_offset", 0))):
+            if isinstance(node, ast.Assign) and has_graph(node.value):
+                carries |= {n.id for t in node.targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+            stored = None
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in (
+                    "append", "extend", "insert") and isinstance(node.func.value, ast.Attribute) \
+                    and _is_self(node.func.value.value) and node.args:
+                stored = node.args[-1]
+            elif isinstance(node, ast.Assign) and any(isinstance(t, ast.Subscript) and isinstance(t.value, ast.Attribute)
+                                                      and _is_self(t.value.value) for t in node.targets):
+                stored = node.value
+            if stored is not None and has_graph(stored):
+                self.add("FM403", node, f"`{ast.unparse(node)}` keeps the autograd graph of every step (and its "
+                         "activations) alive: memory grows each batch.",
+                         f"store `{ast.unparse(stored)}.detach()` (or .item() at epoch end), or log it with self.log.")
+
+    @staticmethod
+    def _is_data_call(node: ast.AST) -> bool:
+        if not isinstance(node, ast.Call):
+            return False
+        called = _name(node.func)
+        return called == "DataLoader" or called.endswith("Dataset") or called in _DISK_DATASETS
+
+    # --- the file as a whole ---------------------------------------------------------------------
+    def _check_layout(self) -> None:
+        if not self.modules:
+            return
+        trainers = [n for n in ast.walk(self.tree) if isinstance(n, ast.Call) and _name(n.func) == "Trainer"]
+        if trainers:  # once per file
+            first = min(trainers, key=lambda n: (n.lineno, n.col_offset))
+            self.add("FM501", first, "a Trainer is constructed in the file that defines "
+                     f"{self.modules[0].name}: model and execution code are mixed.",
+                     "keep the LightningModule in model.py and build the Trainer in train.py (see `fulmen new`).")
+
+    def _disk_dataset_names(self, classes: list[ast.ClassDef]) -> set[str]:
+        """Names that build a dataset read from disk: the known dataset classes, classes of this
+        file whose __getitem__ reads files, and variables assigned from either."""
+        names = set(_DISK_DATASETS)
+        for cls in classes:
+            getitem = next((m for m in _methods(cls) if m.name == "__getitem__"), None)
+            if getitem is not None and any(isinstance(n, ast.Call) and _name(n.func) in _FILE_READERS
+                                           for n in ast.walk(getitem)):
+                names.add(cls.name)
+        for node in ast.walk(self.tree):
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and self._is_disk(node.value, names):
+                names |= {_name(t) for t in node.targets}
+        return names
+
+    @staticmethod
+    def _is_disk(node: ast.AST, names: set[str]) -> bool:
+        if isinstance(node, ast.Call):
+            called = _name(node.func)
+            return called in names or called.endswith("Folder") or _dotted(node.func).startswith("datasets.")
+        return _name(node) in names
+
+    def _check_dataloaders(self) -> None:
+        scopes = [n for n in ast.walk(self.tree) if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef))]
+        for scope in scopes:
+            for node in _walk_own(scope):
+                if isinstance(node, ast.Call) and _name(node.func) == "DataLoader":
+                    self._check_dataloader(node, getattr(scope, "name", ""))
+
+    def _check_dataloader(self, call: ast.Call, function: str) -> None:
+        dataset = call.args[0] if call.args else _kwarg(call, "dataset")
+        if _kwarg(call, "num_workers") is None and not _has_star_kwargs(call) and dataset is not None \
+                and self._is_disk(dataset, self.disk_datasets):
+            self.add("FM601", call, f"DataLoader over a dataset read from disk ({ast.unparse(dataset)}) without "
+                     "num_workers: every sample is read and decoded in the training process while the model waits.",
+                     "pass num_workers=N (a few per GPU, e.g. min(8, os.cpu_count())) and persistent_workers=True.")
+        shuffle = _kwarg(call, "shuffle")
+        if isinstance(shuffle, ast.Constant) and shuffle.value is True:
+            evaluation = function in ("val_dataloader", "test_dataloader", "predict_dataloader") or (
+                dataset is not None and re.search(r"val|test|eval|predict", ast.unparse(dataset), re.I))
+            if evaluation:
+                self.add("FM602", call, "shuffle=True on evaluation data: metrics do not change, but the order of "
+                         "predictions and per-batch logs does, and runs stop being comparable.",
+                         "use shuffle=False for validation, test and predict loaders.")
+
+
+# --- entry points ---------------------------------------------------------------------------------
+
+
+def _noqa_codes(line: str) -> list[str]:
+    match = _NOQA.search(line)
+    return [c.strip() for c in match.group(1).split(",") if c.strip()] if match else []
+
+
+def _suppressed(finding: Finding, lines: list[str], class_spans: list[tuple[int, int]]) -> bool:
+    """`# noqa: FM601` on the finding's line, or on the `class` line of a class holding it."""
+    heads = [start for start, end in class_spans if start <= finding.line <= end] + [finding.line]
+    return any(finding.code.startswith(code) for line in heads if 0 < line <= len(lines)
+               for code in _noqa_codes(lines[line - 1]))
+
+
+def _findings(tree: ast.Module, source: str, path: str) -> list[Finding]:
+    lines = source.splitlines()
+    spans = [(n.lineno, n.end_lineno or n.lineno) for n in ast.walk(tree) if isinstance(n, ast.ClassDef)]
+    findings = {f for f in _FileChecker(tree, path).run() if not _suppressed(f, lines, spans)}
+    return sorted(findings, key=lambda f: (f.line, f.col, f.code))
+
+
+def check_source(source: str, path: str = "<string>") -> list[Finding]:
+    """The findings for the Python source `source` (reported as `path`), sorted by line.
+
+    Example:
+        >>> code = "import torch\\nclass M(LightningModule):\\n    def forward(self, x):\\n        return x.cuda()\\n"
+        >>> [f.code for f in check_source(code)]
+        ['FM101']
+    """
+    return _findings(ast.parse(source, filename=path), source, path)
+
+
+def check_file(path: str | Path) -> list[Finding]:
+    """The findings for one file (SyntaxError when it does not parse)."""
+    path = Path(path)
+    return check_source(path.read_text(encoding="utf-8"), str(path))
+
+
+def _python_files(paths: Iterable[str | Path]) -> Iterator[Path]:
+    skip = {"__pycache__", "node_modules", "build", "dist", "site-packages"}
+    for root in map(Path, paths):
+        if root.is_file():
+            yield root
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if d not in skip and not d.startswith(".") and not
+                                 (Path(dirpath, d, "pyvenv.cfg").exists()))
+            yield from (Path(dirpath, f) for f in sorted(filenames) if f.endswith(".py"))
+
+
+def check_paths(paths: Iterable[str | Path]) -> tuple[list[Finding], int]:
+    """The findings for files and folders (every `*.py` below a folder), and how many files were read."""
+    findings, count = [], 0
+    for file in _python_files(paths):
+        count += 1
+        findings += check_file(file)
+    return findings, count
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`fulmen doctor PATH...`; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="fulmen doctor", description="Check LightningModule code for common "
+                                     f"mistakes (codes and examples: {DOCS}).")
+    parser.add_argument("paths", nargs="+", help="files or folders (every *.py below them)")
+    parser.add_argument("--strict", action="store_true", help="advice fails the run too (exit status 1)")
+    parser.add_argument("--ignore", default="", help="comma-separated codes or prefixes not to report, e.g. FM6,FM501")
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    args = parser.parse_args(argv)
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if missing:
+        print(f"fulmen doctor: no such file or folder. Received: {', '.join(missing)}. Fix: check the path.",
+              file=sys.stderr)
+        return 2
+    ignored = tuple(c.strip() for c in args.ignore.split(",") if c.strip())
+    try:
+        findings, count = check_paths(args.paths)
+    except SyntaxError as err:
+        print(f"fulmen doctor: {err.filename}:{err.lineno}: cannot parse: {err.msg}. Fix: make the file valid "
+              "Python first.", file=sys.stderr)
+        return 2
+    findings = [f for f in findings if not f.code.startswith(ignored or ("\0",))]
+    if args.format == "json":
+        print(json.dumps([f.to_dict() for f in findings], indent=2))
+    else:
+        for finding in findings:
+            print(finding.format())
+        counts = {s: sum(f.severity == s for f in findings) for s in ("error", "warning", "advice")}
+        summary = ", ".join(f"{n} {s}{'s' if n != 1 and s != 'advice' else ''}" for s, n in counts.items() if n)
+        print(f"fulmen doctor: {len(findings)} finding{'s' if len(findings) != 1 else ''} in {count} "
+              f"file{'s' if count != 1 else ''}" + (f" ({summary}); see {DOCS}" if findings else ""))
+    threshold = 0 if args.strict else 1
+    return int(any(_SEVERITY_RANK[f.severity] >= threshold for f in findings))
+
+
+# --- at fit start ---------------------------------------------------------------------------------
+
+_cache: dict[tuple[str, float], tuple[list[Finding], list[tuple[str, int, int]]]] = {}
+
+
+def _analysed(path: str) -> tuple[list[Finding], list[tuple[str, int, int]]]:
+    """The findings of `path` and its classes' (name, first line, last line), parsed once per version."""
+    key = (path, os.path.getmtime(path))
+    if key not in _cache:
+        source = Path(path).read_text(encoding="utf-8")
+        tree = ast.parse(source, filename=path)
+        findings = _findings(tree, source, path)
+        spans = [(n.name, n.lineno, n.end_lineno or n.lineno) for n in ast.walk(tree) if isinstance(n, ast.ClassDef)]
+        _cache[key] = (findings, spans)
+    return _cache[key]
+
+
+def _class_findings(cls: type) -> list[Finding]:
+    """Errors and warnings inside the class statement of `cls`. The class is found by the first
+    line of one of its functions (`co_firstlineno`), which costs nothing, unlike inspect.getsource."""
+    functions = [f for f in vars(cls).values() if hasattr(f, "__code__")]
+    if not functions:
+        return []
+    code = functions[0].__code__
+    path = code.co_filename
+    try:
+        if not os.path.isfile(path):
+            return []  # defined in a REPL or exec'd: nothing to read
+        findings, spans = _analysed(path)
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return []
+    inside = [(start, end) for name, start, end in spans
+              if name == cls.__name__ and start <= code.co_firstlineno <= end]
+    if not inside:
+        return []
+    start, end = max(inside)  # the innermost class of that name
+    return [f for f in findings if start <= f.line <= end and f.severity != "advice"]
+
+
+def check_at_fit(*objects: Any) -> list[Finding]:
+    """Warn (DoctorWarning) about errors and warnings in the classes of `objects` (the module and
+    data module given to fit). Classes from fulmen itself and from site-packages are skipped."""
+    if os.environ.get("FULMEN_DOCTOR", "1").strip().lower() in ("0", "false", "off", "no"):
+        return []
+    findings: list[Finding] = []
+    for obj in objects:
+        if obj is None:
+            continue
+        for cls in type(obj).__mro__:  # the user's class and the user's base classes
+            if (cls.__module__ or "").split(".")[0] in ("fulmen", "pytorch_lightning", "lightning", "torch",
+                                                         "builtins"):
+                continue
+            findings += [f for f in _class_findings(cls) if f not in findings]
+    for finding in findings:
+        warnings.warn(f"fulmen doctor {finding.code} at {finding.path}:{finding.line}: {finding.message} "
+                      f"Fix: {finding.fix} (See {DOCS}; turn these checks off with FULMEN_DOCTOR=0.)",
+                      DoctorWarning, stacklevel=4)
+    return findings
