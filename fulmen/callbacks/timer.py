@@ -1,0 +1,152 @@
+"""`Timer`: track the time spent in training, validation and testing, and stop training at a duration.
+
+The time limit is checked after each training batch (`interval="step"`) or epoch ("epoch"); when it
+is reached, `trainer.should_stop` is set and the loop ends after the batch, as for EarlyStopping.
+Elapsed training time is stored in checkpoints, so a resumed run counts the time already spent.
+The clock is `time.monotonic` (through `_now`, which tests replace with a fake clock).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+from fulmen.callbacks.callback import Callback
+from fulmen.errors import MisconfigurationException
+from fulmen.state import RunningStage
+
+if TYPE_CHECKING:
+    from fulmen.module import LightningModule
+    from fulmen.trainer import Trainer
+
+
+def _now() -> float:
+    return time.monotonic()
+
+
+def parse_duration(duration: str | dt.timedelta | dict[str, int] | None) -> float | None:
+    """Seconds in "DD:HH:MM:SS", a timedelta, or a dict of timedelta keywords (None stays None)."""
+    if duration is None:
+        return None
+    if isinstance(duration, str):
+        match = re.fullmatch(r"(\d+):(\d\d):(\d\d):(\d\d)", duration.strip())
+        if not match:
+            raise MisconfigurationException(
+                f"Timer(duration=...) is not a valid duration. Received: duration={duration!r}. "
+                "Fix: use 'DD:HH:MM:SS' (e.g. '00:12:00:00'), a datetime.timedelta or a dict such as {'hours': 12}."
+            )
+        days, hours, minutes, seconds = map(int, match.groups())
+        duration = dt.timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    elif isinstance(duration, dict):
+        duration = dt.timedelta(**duration)
+    if not isinstance(duration, dt.timedelta):
+        raise MisconfigurationException(
+            f"Timer(duration=...) must be a string, timedelta or dict. Received: {type(duration).__name__}. "
+            "Fix: e.g. Timer(duration='00:01:00:00')."
+        )
+    return duration.total_seconds()
+
+
+class Timer(Callback):
+    """Time the stages and stop training once `duration` is reached.
+
+    Args:
+        duration: "DD:HH:MM:SS", a `datetime.timedelta`, or a dict of timedelta keywords; None only times.
+        interval: check the limit after every "step" (training batch) or every "epoch".
+        verbose: print a line when the limit stops training.
+
+    Example:
+        >>> import fulmen as pl
+        >>> timer = Timer(duration="00:12:00:00")           # 12 hours
+        >>> trainer = pl.Trainer(callbacks=[timer])
+        >>> # after fit: timer.time_elapsed("train"), timer.time_elapsed("validate")
+    """
+
+    def __init__(self, duration: str | dt.timedelta | dict[str, int] | None = None, interval: str = "step",
+                 verbose: bool = True) -> None:
+        if interval not in ("step", "epoch"):
+            raise MisconfigurationException(
+                f"Timer got an unknown interval. Received: interval={interval!r}. Fix: use 'step' or 'epoch'."
+            )
+        self._duration = parse_duration(duration)
+        self._interval = interval
+        self._verbose = verbose
+        self._start_time: dict[RunningStage, float | None] = dict.fromkeys(RunningStage)
+        self._end_time: dict[RunningStage, float | None] = dict.fromkeys(RunningStage)
+        self._offset = 0.0  # training time from a checkpoint's earlier run
+
+    def start_time(self, stage: str = RunningStage.TRAINING) -> float | None:
+        """When `stage` ("train", "validate", "test", ...) last started, in `time.monotonic` seconds."""
+        return self._start_time[RunningStage(stage)]
+
+    def end_time(self, stage: str = RunningStage.TRAINING) -> float | None:
+        return self._end_time[RunningStage(stage)]
+
+    def time_elapsed(self, stage: str = RunningStage.TRAINING) -> float:
+        """Seconds spent in `stage` (its latest run; training includes a resumed run's earlier time)."""
+        stage = RunningStage(stage)
+        start, end = self._start_time[stage], self._end_time[stage]
+        offset = self._offset if stage == RunningStage.TRAINING else 0.0
+        if start is None:
+            return offset
+        return (_now() if end is None else end) - start + offset
+
+    def time_remaining(self, stage: str = RunningStage.TRAINING) -> float | None:
+        """Seconds left of `duration` (None without a duration)."""
+        return None if self._duration is None else self._duration - self.time_elapsed(stage)
+
+    # --- stage boundaries --------------------------------------------------------------------
+    def _start(self, stage: RunningStage) -> None:
+        self._start_time[stage], self._end_time[stage] = _now(), None
+
+    def _end(self, stage: RunningStage) -> None:
+        self._end_time[stage] = _now()
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._start(RunningStage.TRAINING)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._end(RunningStage.TRAINING)
+
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._start(RunningStage.VALIDATING)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._end(RunningStage.VALIDATING)
+
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._start(RunningStage.TESTING)
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._end(RunningStage.TESTING)
+
+    # --- the limit -----------------------------------------------------------------------------
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._duration is not None:
+            self._check_time_remaining(trainer)  # a resumed run may already be out of time
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self._interval == "step" and self._duration is not None:
+            self._check_time_remaining(trainer)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._interval == "epoch" and self._duration is not None:
+            self._check_time_remaining(trainer)
+
+    def _check_time_remaining(self, trainer: Trainer) -> None:
+        assert self._duration is not None
+        if self.time_elapsed() >= self._duration:
+            trainer.should_stop = True
+            if self._verbose:
+                elapsed = dt.timedelta(seconds=int(self.time_elapsed()))
+                print(f"Time limit reached. Elapsed time is {elapsed}. Signaling Trainer to stop.")
+
+    # --- checkpoints ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"time_elapsed": {stage.value: self.time_elapsed(stage) for stage in RunningStage}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._offset = state_dict.get("time_elapsed", {}).get(RunningStage.TRAINING.value, 0.0)
