@@ -127,6 +127,8 @@ def load_checkpoint(path: str | Path | IO, map_location: Any = None) -> dict[str
     hyperparameters load too (`argparse.Namespace`, `pathlib` paths, its AttributeDict as a dict).
     """
     name = str(path) if isinstance(path, (str, Path)) else getattr(path, "name", "<file object>")
+    if isinstance(path, (str, Path)) and (Path(path) / SHARDED_META).is_file():
+        return _load_sharded(Path(path), map_location)
     if isinstance(path, (str, Path)) and not Path(path).is_file():
         raise CheckpointError(
             f"Checkpoint file not found. Received: {name}. Fix: check the path, or use ckpt_path='last'."
@@ -157,15 +159,62 @@ def load_checkpoint(path: str | Path | IO, map_location: Any = None) -> dict[str
     return checkpoint
 
 
+SHARDED_META = "meta.pt"  # in a sharded checkpoint directory (FSDPStrategy): all but the sharded tensors
+
+
+def _load_sharded(path: Path, map_location: Any) -> dict[str, Any]:
+    """A sharded checkpoint directory as one checkpoint dict with whole tensors, whatever number of
+    processes wrote it: meta.pt plus the tensors torch.distributed.checkpoint gathers from the shards."""
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    checkpoint = load_checkpoint(path / SHARDED_META, map_location)
+    with tempfile.TemporaryDirectory() as tmp:
+        whole = os.path.join(tmp, "whole.pt")
+        dcp_to_torch_save(str(path), whole)
+        checkpoint.update(load_checkpoint(whole, map_location))
+    return checkpoint
+
+
+# --- optimizer state: by parameter index (torch's format) <-> by parameter name ---------------
+def parameter_names(module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    """The name of each of the optimizer's parameters, in the optimizer's order."""
+    names = {id(p): name for name, p in module.named_parameters()}
+    return [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+
+
+def optimizer_state_by_index(state: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """torch.distributed.checkpoint keys optimizer state by parameter name; torch.optim by index."""
+    if not any(isinstance(k, str) for k in state["state"]) and not any(
+        isinstance(p, str) for g in state["param_groups"] for p in g["params"]
+    ):
+        return state
+    index = {name: i for i, name in enumerate(names)}
+    return {
+        "state": {index[k]: v for k, v in state["state"].items()},
+        "param_groups": [{**g, "params": [index[p] for p in g["params"]]} for g in state["param_groups"]],
+    }
+
+
+def optimizer_state_by_name(state: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    if all(isinstance(k, str) for k in state["state"]) and all(
+        isinstance(p, str) for g in state["param_groups"] for p in g["params"]
+    ):
+        return state
+    return {
+        "state": {names[int(k)]: v for k, v in state["state"].items()},
+        "param_groups": [{**g, "params": [names[int(p)] for p in g["params"]]} for g in state["param_groups"]],
+    }
+
+
 # --- a trainer's checkpoint dict, and restoring a trainer from one ------------------------
 def checkpoint_dict(trainer: Trainer, weights_only: bool = False) -> dict[str, Any]:
     """The dict `Trainer.save_checkpoint` writes; `weights_only` leaves out what only resuming needs."""
-    module, s = trainer.lightning_module, trainer.state
+    module, s, strategy = trainer.lightning_module, trainer.state, trainer.strategy
     checkpoint: dict[str, Any] = {
         "epoch": s.epoch,
         "global_step": s.global_step,
         "fulmen_version": __version__,
-        "state_dict": module.state_dict(),
+        "state_dict": strategy.model_state_dict(module),
         "resume": s.state_dict(),
     }
     if trainer.state.fn == "fit" and trainer.train_dataloader is not None:
@@ -175,9 +224,13 @@ def checkpoint_dict(trainer: Trainer, weights_only: bool = False) -> dict[str, A
             rng=rng_state_dict(), epoch_start=trainer._epoch_start,
             loader=loader_position(trainer.train_dataloader),
         )
+        if strategy.distributed and not strategy.failing:  # every rank's random state, for a per-rank exact resume
+            checkpoint["resume"]["ranks"] = strategy.all_gather_object(
+                {"rng": checkpoint["resume"]["rng"], "epoch_start": trainer._epoch_start}
+            )
     if not weights_only:
         checkpoint["callbacks"] = {cb.state_key: cb.state_dict() for cb in trainer.callbacks}
-        checkpoint["optimizer_states"] = [o.optimizer.state_dict() for o in trainer._optimizers]
+        checkpoint["optimizer_states"] = [strategy.optimizer_state_dict(module, o.optimizer) for o in trainer._optimizers]
         checkpoint["lr_schedulers"] = [c.scheduler.state_dict() for c in trainer.lr_scheduler_configs]
         precision_state = trainer._precision.state_dict()
         if precision_state:
@@ -268,7 +321,7 @@ def restore_modules(trainer: Trainer, path: str, checkpoint: dict[str, Any] | No
     if checkpoint is None:
         checkpoint = load_checkpoint(path, map_location="cpu")
     module.on_load_checkpoint(checkpoint)
-    module.load_state_dict(checkpoint["state_dict"])
+    trainer.strategy.load_model_state_dict(module, checkpoint["state_dict"])
     dm = trainer.datamodule
     if dm is not None and type(dm).__qualname__ in checkpoint:
         dm.load_state_dict(checkpoint[type(dm).__qualname__])
@@ -288,15 +341,22 @@ def restore_training_state(trainer: Trainer, checkpoint: dict[str, Any], path: s
             "Received: no optimizer_states. Fix: load the weights with Model.load_from_checkpoint(path) and call "
             "fit without ckpt_path."
         )
+    for cb in trainer.callbacks:  # e.g. BaseFinetuning re-adds the param groups the saved states have
+        if hasattr(cb, "_before_optimizer_restore"):
+            cb._before_optimizer_restore(trainer)
     for opt, state in zip(trainer._optimizers, checkpoint["optimizer_states"]):
-        opt.optimizer.load_state_dict(state)
+        trainer.strategy.load_optimizer_state_dict(trainer.lightning_module, opt.optimizer, state)
     for config, state in zip(trainer.lr_scheduler_configs, checkpoint.get("lr_schedulers", [])):
         config.scheduler.load_state_dict(state)
     trainer._precision.load_state_dict(checkpoint.get("MixedPrecision", {}))
     s = trainer.state
     if "resume" in checkpoint:
         s.load_state_dict(checkpoint["resume"])
-        trainer._resume = checkpoint["resume"]  # random and data-order state, applied at the epoch's start
+        resume = dict(checkpoint["resume"])
+        ranks = resume.pop("ranks", None)
+        if ranks is not None and len(ranks) == trainer.world_size:  # each rank resumes its own random state
+            resume.update(ranks[trainer.global_rank])
+        trainer._resume = resume  # random and data-order state, applied at the epoch's start
     else:  # a checkpoint from PyTorch Lightning or another tool
         s.load_state_dict(foreign_resume_point(checkpoint))
     if s.epoch_finished:

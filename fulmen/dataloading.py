@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
+from torch.utils.data import (
+    BatchSampler, DataLoader, DistributedSampler, IterableDataset, RandomSampler, Sampler, SequentialSampler,
+)
 
 from fulmen.data import as_loader_list, num_batches, with_sampler
 from fulmen.datamodule import LightningDataModule
@@ -80,7 +82,7 @@ def setup_dataloaders(trainer: Trainer, fn: TrainerFn, model: LightningModule, d
                 "trainer.predict() found no data. Received: dataloaders=None and no predict_dataloader(). "
                 "Fix: trainer.predict(model, dataloaders=DataLoader(...))."
             )
-        trainer._predict_loaders = [prepare_loader(trainer, dl, train=False) for dl in loaders]
+        trainer._predict_loaders = [prepare_loader(trainer, dl, train=False, predict=True) for dl in loaders]
         trainer.num_predict_batches = [num_batches(dl, trainer.limit_predict_batches) for dl in trainer._predict_loaders]
 
 
@@ -152,10 +154,12 @@ def loaders_from(kind: str, model: LightningModule, datamodule: Any) -> list[Any
     return []
 
 
-def prepare_loader(trainer: Trainer, loader: Any, train: bool) -> Any:
-    """Fit a DataLoader to the run: pinned memory on CUDA, seeded workers, no shuffling under overfit_batches."""
+def prepare_loader(trainer: Trainer, loader: Any, train: bool, predict: bool = False) -> Any:
+    """Fit a DataLoader to the run: pinned memory on CUDA, seeded workers, no shuffling under
+    overfit_batches, and each process's share of the data when there are several."""
     if not isinstance(loader, DataLoader):
         return loader
+    loader = _distributed(trainer, loader, train, predict)
     if trainer._device.type == "cuda" and not loader.pin_memory:
         # Page-locked host memory lets the copy to the GPU run asynchronously (non_blocking).
         loader.pin_memory = True
@@ -165,6 +169,58 @@ def prepare_loader(trainer: Trainer, loader: Any, train: bool) -> Any:
         warn_once("overfit_batches is set: the training data is not shuffled, so every epoch sees the same batches.")
         loader = with_sampler(loader, SequentialSampler(loader.dataset))
     return loader
+
+
+def _distributed(trainer: Trainer, loader: DataLoader, train: bool, predict: bool) -> DataLoader:
+    """`loader` with a sampler that gives this process its own share of the data (as Lightning's
+    `use_distributed_sampler`): the user's shuffling and drop_last are kept; the order depends on
+    the seed and the epoch (`set_epoch` is called each epoch), the same on every rank.
+
+    Training, validation and test pad the last share with repeated samples so that every rank
+    runs the same number of batches (their collectives must line up); predict does not pad, so
+    every sample is predicted exactly once.
+    """
+    kwargs = trainer.strategy.distributed_sampler_kwargs
+    if kwargs is None or not trainer.use_distributed_sampler:
+        return loader
+    batch_sampler = loader.batch_sampler
+    sampler = loader.sampler if batch_sampler is None or type(batch_sampler) is BatchSampler else None
+    if isinstance(sampler, (DistributedSampler, ShardedSampler)) or isinstance(loader.dataset, IterableDataset):
+        return loader  # already sharded by the user, or a stream fulmen cannot split by index
+    if sampler is None:
+        warn_once(
+            f"use_distributed_sampler: a DataLoader with a custom batch_sampler ({type(batch_sampler).__name__}) "
+            "is used as it is, so every rank sees the same batches. Fix: shard it yourself by rank "
+            "(trainer.global_rank, trainer.world_size), or pass a sampler instead of a batch_sampler."
+        )
+        return loader
+    seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+    if isinstance(sampler, (RandomSampler, SequentialSampler)) and not predict:
+        shuffle = isinstance(sampler, RandomSampler) and not (train and trainer.overfit_batches)
+        return with_sampler(loader, DistributedSampler(loader.dataset, shuffle=shuffle, seed=seed, **kwargs))
+    return with_sampler(loader, ShardedSampler(sampler, pad=not predict, **kwargs))
+
+
+class ShardedSampler(Sampler):
+    """This rank's share (every `num_replicas`-th index) of any sampler's indices: for custom
+    samplers, and for predict, unpadded."""
+
+    def __init__(self, inner: Sampler, num_replicas: int, rank: int, pad: bool = True):
+        self.inner, self.num_replicas, self.rank, self.pad = inner, num_replicas, rank, pad
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(self.inner)
+        if self.pad and len(indices) % self.num_replicas:
+            indices += indices[: self.num_replicas - len(indices) % self.num_replicas]
+        return iter(indices[self.rank :: self.num_replicas])
+
+    def __len__(self) -> int:
+        n = len(self.inner)  # type: ignore[arg-type]
+        return -(-n // self.num_replicas) if self.pad else len(range(self.rank, n, self.num_replicas))
+
+    def set_epoch(self, epoch: int) -> None:
+        if callable(getattr(self.inner, "set_epoch", None)):
+            self.inner.set_epoch(epoch)
 
 
 def one_or_list(loaders: list[Any]) -> Any:

@@ -40,10 +40,10 @@ class LoggedValue:
     """One logged name within a loop run: its options, last step value and epoch accumulator."""
 
     __slots__ = ("on_step", "on_epoch", "prog_bar", "logger", "reduce_fx", "sync_dist",
-                 "step_value", "total", "weight", "updated_at")
+                 "step_value", "total", "weight", "updated_at", "synced")
 
     def __init__(self, on_step: bool, on_epoch: bool, prog_bar: bool, logger: bool,
-                 reduce_fx: str, sync_dist: bool):
+                 reduce_fx: str, sync_dist: Any):
         self.on_step, self.on_epoch = on_step, on_epoch
         self.prog_bar, self.logger = prog_bar, logger
         self.reduce_fx, self.sync_dist = reduce_fx, sync_dist
@@ -51,9 +51,13 @@ class LoggedValue:
         self.total: torch.Tensor | None = None
         self.weight = 0
         self.updated_at = -1
+        # sync_dist across processes: a function (tensor, reduce_fx) -> reduced tensor, and the
+        # epoch value it last produced (reduced once, however many views read it).
+        self.synced: torch.Tensor | None = None
 
     def update(self, value: torch.Tensor, batch_size: int, batch_counter: int) -> None:
         self.step_value = value
+        self.synced = None
         self.updated_at = batch_counter
         if not self.on_epoch:
             return
@@ -73,6 +77,13 @@ class LoggedValue:
 
     def epoch_value(self) -> torch.Tensor:
         assert self.total is not None
+        if callable(self.sync_dist):
+            if self.synced is None:
+                # As in Lightning: a mean over all ranks weights every rank's values by batch size.
+                total = self.sync_dist(self.total, "sum" if self.reduce_fx == "mean" else self.reduce_fx)
+                weight = self.sync_dist(torch.tensor(float(self.weight), device=total.device), "sum")
+                self.synced = (total / weight).to(self.total.dtype) if self.reduce_fx == "mean" else total
+            return self.synced
         return self.total / self.weight if self.reduce_fx == "mean" else self.total
 
 
@@ -152,7 +163,10 @@ def log_value(
     entry = results.values.get(name)
     if entry is None:
         _check_forked_names(results, name, on_step and on_epoch)
-        entry = LoggedValue(on_step, on_epoch, prog_bar, True if logger is None else logger, fx, sync_dist)
+        strategy = trainer.strategy
+        # sync_dist holds the reducing function when there is something to reduce across.
+        sync = strategy.all_reduce if sync_dist and strategy.distributed else False
+        entry = LoggedValue(on_step, on_epoch, prog_bar, True if logger is None else logger, fx, sync)
         results.values[name] = entry
     elif (entry.on_step, entry.on_epoch, entry.reduce_fx) != (on_step, on_epoch, fx):
         raise MisconfigurationException(
@@ -165,6 +179,10 @@ def log_value(
         # Inferring the batch size touches only tensor shapes: no sync. Needed for weighted means.
         batch_size = trainer._current_batch_size() if (on_epoch and fx == "mean") else 1
     entry.update(value, batch_size, results.batch_counter)
+    if entry.sync_dist and on_step:
+        # The step value as all ranks see it (a collective per call); the epoch total stays local
+        # and is reduced once, at the end.
+        entry.step_value = entry.sync_dist(value, fx)
 
 
 def _check_forked_names(results: Results, name: str, forked: bool) -> None:

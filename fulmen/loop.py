@@ -34,6 +34,7 @@ from fulmen.errors import MisconfigurationException, warn_once
 from fulmen.logging import Results, to_float_dict
 from fulmen.optim import step_schedulers
 from fulmen.preemption import stop_for_preemption
+from fulmen.profilers.wiring import timed, timed_batches
 from fulmen.seed import isolate_rng
 from fulmen.state import RunningStage
 
@@ -56,8 +57,9 @@ def run_fit(trainer: Trainer) -> None:
     if trainer.max_time is not None:
         trainer._deadline = time.monotonic() + trainer.max_time
     hooks.both("on_train_start")
+    train_epoch = timed(trainer, "run_training_epoch", run_train_epoch)  # run_train_epoch itself without a profiler
     while not _fit_done(trainer):
-        run_train_epoch(trainer)
+        train_epoch(trainer)
     hooks.both("on_train_end")
     hooks.both("on_fit_end")
 
@@ -85,6 +87,8 @@ def _max_steps_reached(trainer: Trainer) -> bool:
 
 def _fit_done(trainer: Trainer) -> bool:
     s = trainer.state
+    if trainer.strategy.distributed:  # e.g. EarlyStopping on one rank's metrics: all ranks stop together
+        s.should_stop = trainer.strategy.stop_vote(s.should_stop, settle=True)
     if _max_steps_reached(trainer) or (trainer.max_epochs != -1 and s.epoch >= trainer.max_epochs):
         return True
     if trainer.num_training_batches == 0:
@@ -108,6 +112,9 @@ def _fit_done(trainer: Trainer) -> bool:
 def _stop_requested(trainer: Trainer) -> bool:
     if trainer._deadline is not None and time.monotonic() >= trainer._deadline:
         trainer.state.should_stop = True
+    if trainer.strategy.distributed:
+        # Every rank must leave the epoch at the same batch, or the others wait in a collective forever.
+        trainer.state.should_stop = trainer.strategy.stop_vote(trainer.state.should_stop)
     return trainer.state.should_stop and _min_reached(trainer)
 
 
@@ -147,11 +154,14 @@ def run_train_epoch(trainer: Trainer) -> None:
     stop = None if limit == float("inf") else int(limit)
     validated_at_end = False
     log_at = s.log_step
+    # Profiling is decided once per epoch: without a profiler these are the functions themselves.
+    train_batch = timed(trainer, "run_training_batch", run_train_batch)
     # A resumed epoch skips the batches it already trained on.
-    for batch_idx, batch in _device_batches(trainer, train_epoch_batches(trainer, loader, stop), 0):
+    batches = timed_batches(trainer, train_epoch_batches(trainer, loader, stop))
+    for batch_idx, batch in _device_batches(trainer, batches, 0):
         # As in Lightning, validation after a batch logs at that batch's step, not the next one.
         log_at = s.log_step
-        if run_train_batch(trainer, results, batch, batch_idx) == _STOP_EPOCH:
+        if train_batch(trainer, results, batch, batch_idx) == _STOP_EPOCH:
             break
         is_last = batch_idx + 1 == limit
         validated_at_end = _maybe_validate(trainer, batch_idx, is_last, log_at)
@@ -222,15 +232,18 @@ def run_train_batch(trainer: Trainer, results: Results, batch: Any, batch_idx: i
         return _STOP_EPOCH
 
     steps_before = s.global_step
-    if hooks.plain_step:
-        outputs = _plain_step(trainer, batch, batch_idx)
-        stepped = s.global_step > steps_before
-    elif module.automatic_optimization:
-        outputs = _automatic_step(trainer, batch, batch_idx)
+    if module.automatic_optimization:
+        step = _plain_step if hooks.plain_step else _automatic_step
+        if trainer.strategy.distributed and not _window(trainer, batch_idx)[1]:
+            # A batch that only accumulates: its gradients are synced with the window's last batch.
+            with trainer.strategy.no_backward_sync():
+                outputs = step(trainer, batch, batch_idx)
+        else:
+            outputs = step(trainer, batch, batch_idx)
         stepped = s.global_step > steps_before
     else:
         with trainer._precision.forward_context():
-            outputs = module.training_step(batch, batch_idx)
+            outputs = trainer._training_step(batch, batch_idx)
         stepped = True  # as in Lightning, every manual-optimization batch advances the logging step
     if trainer.lr_scheduler_configs and s.global_step > steps_before:
         step_schedulers(trainer, "step", s.global_step)
@@ -283,7 +296,7 @@ def _plain_step(trainer: Trainer, batch: Any, batch_idx: int) -> Any:
     module, optimizer = trainer.lightning_module, trainer._optimizers[0].optimizer
     zero_grad, window_done = _window(trainer, batch_idx)
     with trainer._precision.forward_context():
-        output = module.training_step(batch, batch_idx)
+        output = trainer._training_step(batch, batch_idx)
     loss = _loss_from(output, module)
     if zero_grad:
         optimizer.zero_grad()
@@ -313,7 +326,7 @@ class _TrainingStep:
         trainer = self.trainer
         module, hooks = trainer.lightning_module, trainer._hooks
         with trainer._precision.forward_context():
-            output = module.training_step(self.batch, self.batch_idx)
+            output = trainer._training_step(self.batch, self.batch_idx)
         loss = _loss_from(output, module)
         if loss is not None and hooks.wants_batch_outputs:  # detaching costs a tensor per step: only on demand
             self.outputs = _outputs_dict(output, loss)
@@ -332,7 +345,7 @@ def _loss_from(output: Any, module: Any) -> torch.Tensor | None:
     if output is None:
         warn_once(
             f"{type(module).__name__}.training_step returned None, so this batch is skipped (no backward). "
-            "If that was not intended, return the loss."
+            "If that was not intended, return the loss. (fulmen doctor code FM201)"
         )
         return None
     if isinstance(output, torch.Tensor):  # the usual case first: isinstance with an ABC (Mapping) is slower
@@ -341,7 +354,8 @@ def _loss_from(output: Any, module: Any) -> torch.Tensor | None:
         if "loss" not in output:
             raise MisconfigurationException(
                 "training_step returned a dict without 'loss'. "
-                f"Received keys: {sorted(map(str, output))}. Fix: return the loss tensor or {{'loss': loss, ...}}."
+                f"Received keys: {sorted(map(str, output))}. Fix: return the loss tensor or {{'loss': loss, ...}}. "
+                "(fulmen doctor code FM202)"
             )
         loss = output["loss"]
     else:
@@ -349,7 +363,8 @@ def _loss_from(output: Any, module: Any) -> torch.Tensor | None:
     if not isinstance(loss, torch.Tensor):
         raise MisconfigurationException(
             f"training_step must return the loss as a tensor (or a dict with 'loss'). Received: "
-            f"{type(loss).__name__} ({loss!r:.60}). Fix: return the tensor itself, not loss.item()."
+            f"{type(loss).__name__} ({loss!r:.60}). Fix: return the tensor itself, not loss.item(). "
+            "(fulmen doctor code FM202)"
         )
     if loss.numel() != 1:
         raise MisconfigurationException(
@@ -360,7 +375,7 @@ def _loss_from(output: Any, module: Any) -> torch.Tensor | None:
         raise MisconfigurationException(
             "training_step returned a loss that is not connected to the model's parameters (no grad_fn), "
             "so backward cannot compute gradients. Received: loss with requires_grad=False. Fix: compute the "
-            "loss from the model's outputs, without .detach(), .item() or torch.no_grad()."
+            "loss from the model's outputs, without .detach(), .item() or torch.no_grad(). (fulmen doctor code FM202)"
         )
     return loss
 

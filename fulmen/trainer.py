@@ -24,7 +24,7 @@ from fulmen import dataloading, loop
 from fulmen.accelerators import device_for, parse_accelerator, parse_devices
 from fulmen.callbacks.callback import Callback
 from fulmen.checkpoint import (
-    atomic_save, checkpoint_dict, resolve_ckpt_path, restore_modules, restore_training_state,
+    checkpoint_dict, resolve_ckpt_path, restore_modules, restore_training_state,
 )
 from fulmen.data import check_limit, extract_batch_size, move_to_device
 from fulmen.dataloading import one_or_list
@@ -37,7 +37,13 @@ from fulmen.module import LightningModule
 from fulmen.optim import LightningOptimizer, LRSchedulerConfig, parse_optimizers
 from fulmen.precision import Precision, parse_precision
 from fulmen.preemption import DEFAULT_SIGNALS, PreemptionWatch
+from fulmen.profilers import resolve_profiler
+from fulmen.profilers.wiring import finish_profiling, instrument
 from fulmen.state import RunningStage, TrainerFn, TrainerState, TrainerStatus
+from fulmen.tuner.exit import TunerExit
+from fulmen.strategies import Strategy, parse_strategy
+from fulmen.strategies.launcher import spawn
+from fulmen.strategies.environment import processes_per_node, slurm_detected, torchrun_detected
 
 
 def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False, fix: str = "") -> None:
@@ -78,6 +84,11 @@ def _parse_max_time(max_time: Any) -> float | None:
     )
 
 
+def _run_spawned(trainer: Trainer, fn: TrainerFn, model: Any, datamodule: Any, ckpt_path: Any, kwargs: dict) -> Any:
+    """What each ddp_spawn process runs (a module-level function, so it can be pickled)."""
+    return trainer._run(fn, model, datamodule, ckpt_path, **kwargs)
+
+
 def _unwrap_compiled(model: Any) -> Any:
     """`fit(torch.compile(model))`: train the LightningModule inside, its calls compiled the same way.
 
@@ -105,7 +116,7 @@ class Trainer:
         self,
         *,
         accelerator: str = "auto",
-        strategy: str = "auto",
+        strategy: str | Strategy = "auto",
         devices: list[int] | str | int = "auto",
         num_nodes: int = 1,
         precision: str | int | None = None,
@@ -147,14 +158,27 @@ class Trainer:
     ) -> None:
         # --- hardware and numerics ---
         self._accelerator = parse_accelerator(accelerator)
+        if devices == "auto" and (torchrun_detected() or slurm_detected()):
+            devices = processes_per_node()  # a launcher started the processes: one device each
         self._device_ids = parse_devices(devices, self._accelerator)
-        if strategy not in ("auto", "single_device") or len(self._device_ids) > 1 or num_nodes != 1:
+        _check_int("num_nodes", num_nodes, 1)
+        self.strategy = parse_strategy(strategy, len(self._device_ids) * num_nodes)
+        if not self.strategy.distributed and (len(self._device_ids) > 1 or num_nodes > 1):
             raise MisconfigurationException(
-                "This fulmen build runs one process on one device; multi-device strategies are not available yet. "
-                f"Received: strategy={strategy!r}, devices={devices!r}, num_nodes={num_nodes!r}. "
-                "Fix: use devices=1 and strategy='auto'."
+                f"strategy={strategy!r} runs one process on one device, but {len(self._device_ids)} device(s) on "
+                f"{num_nodes} node(s) were requested. Received: devices={devices!r}, num_nodes={num_nodes!r}. "
+                "Fix: use strategy='ddp' (or 'auto') for several devices, or devices=1."
             )
-        self._device = device_for(self._accelerator, self._device_ids[0])
+        self.strategy.configure(self._accelerator, self._device_ids, num_nodes)
+        self._device = device_for(self._accelerator, self.strategy.root_device_index(self._device_ids))
+        self.strategy.root_device = self._device
+        _check_bool("sync_batchnorm", sync_batchnorm)
+        if sync_batchnorm and self.strategy.distributed and self._accelerator == "cpu":
+            raise MisconfigurationException(
+                "sync_batchnorm=True needs GPUs: torch.nn.SyncBatchNorm does not run on CPU. Received: "
+                "sync_batchnorm=True with accelerator='cpu'. Fix: drop sync_batchnorm on CPU, or use accelerator='gpu'."
+            )
+        self.sync_batchnorm = sync_batchnorm
         self.precision = parse_precision(precision)
         self._precision = Precision(self.precision, self._device)
 
@@ -243,6 +267,10 @@ class Trainer:
             torch.backends.cudnn.benchmark = benchmark
         self.inference_mode = inference_mode
         self.detect_anomaly = detect_anomaly
+        # trainer.profiler is always usable (`with trainer.profiler.profile(...)`); _profiler is None when
+        # nothing is recorded, and then a run pays nothing for profiling (fulmen/profilers/wiring.py).
+        self.profiler = resolve_profiler(profiler)
+        self._profiler = None if profiler is None else self.profiler
         self.use_distributed_sampler = use_distributed_sampler
         if default_root_dir is not None and not isinstance(default_root_dir, (str, os.PathLike)):
             raise MisconfigurationException(
@@ -282,6 +310,7 @@ class Trainer:
         self._optimizers: list[LightningOptimizer] = []
         self.lr_scheduler_configs: list[LRSchedulerConfig] = []
         self._hooks: HookDispatch | None = None
+        self._training_step: Any = None  # the module's training_step, through the strategy's wrapper if any
         self._transfer_hooks: tuple[Any, Any, Any] = (None, None, None)
         self._transfer_is_noop = False
         self.train_dataloader: Any = None
@@ -365,12 +394,13 @@ class Trainer:
                 "save_checkpoint needs a model attached to the Trainer. "
                 "Fix: call it after or during trainer.fit(model)."
             )
-        for logger in self.loggers:
+        loggers = self.loggers if self.is_global_zero else []
+        for logger in loggers:
             # Everything logged up to this checkpoint is on disk before it is: a run resumed from
             # it continues the logs with nothing missing and nothing written twice.
             logger.save()
-        atomic_save(checkpoint_dict(self, weights_only), filepath)
-        for logger in self.loggers:
+        self.strategy.save_checkpoint(checkpoint_dict(self, weights_only), filepath)  # rank 0, or every rank's shard
+        for logger in loggers:
             logger.after_save_checkpoint(self.checkpoint_callback)
 
     # ======================================================================================
@@ -449,11 +479,11 @@ class Trainer:
 
     @property
     def log_dir(self) -> str:
-        if self.loggers:
-            log_dir = self.loggers[0].log_dir
-            if log_dir is not None:
-                return str(log_dir)
-        return self.default_root_dir
+        """The first logger's directory (as rank 0 sees it), else `default_root_dir`."""
+        log_dir = self.loggers[0].log_dir if self.loggers else None
+        if self.strategy.distributed and self.loggers:
+            log_dir = self.strategy.broadcast(log_dir)  # other ranks could pick another version number
+        return str(log_dir) if log_dir is not None else self.default_root_dir
 
     @property
     def checkpoint_callback(self) -> Any:
@@ -515,15 +545,35 @@ class Trainer:
 
     @property
     def num_devices(self) -> int:
-        return 1
+        return len(self._device_ids)
 
     @property
     def device_ids(self) -> list[int]:
         return list(self._device_ids)
 
-    global_rank = local_rank = node_rank = 0
-    world_size = num_nodes = 1
-    is_global_zero = True
+    @property
+    def global_rank(self) -> int:
+        return self.strategy.global_rank
+
+    @property
+    def local_rank(self) -> int:
+        return self.strategy.local_rank
+
+    @property
+    def node_rank(self) -> int:
+        return self.strategy.node_rank
+
+    @property
+    def world_size(self) -> int:
+        return self.strategy.world_size
+
+    @property
+    def num_nodes(self) -> int:
+        return self.strategy.num_nodes
+
+    @property
+    def is_global_zero(self) -> bool:
+        return self.strategy.is_global_zero
 
     # ======================================================================================
     # construction helpers
@@ -621,7 +671,7 @@ class Trainer:
             raise MisconfigurationException(
                 f"{type(model).__name__}.__init__ did not call super().__init__(). "
                 "Received: a module without LightningModule state. Fix: make `super().__init__()` the first "
-                "line of __init__."
+                "line of __init__. (fulmen doctor code FM401)"
             )
 
     def _run(
@@ -641,7 +691,10 @@ class Trainer:
         model.trainer = self
         if datamodule is not None:
             datamodule.trainer = self
+        if self.strategy.spawns and not self.strategy.launched:  # ddp_spawn: run in new processes
+            return spawn(self, _run_spawned, fn, model, datamodule, ckpt_path, kwargs)
         try:
+            self.strategy.setup_environment()
             self._setup(fn, model, datamodule, ckpt_path, kwargs)
             if fn == TrainerFn.FITTING:
                 anomaly = torch.autograd.set_detect_anomaly(self.detect_anomaly)
@@ -658,6 +711,10 @@ class Trainer:
             self._teardown(fn, "success")
             self.state.status = TrainerStatus.FINISHED
             return result
+        except TunerExit:  # fulmen.tuner.Tuner: the search it ran in on_fit_start is done; end fit there
+            self._teardown(fn, "success")
+            self.state.status = TrainerStatus.FINISHED
+            return None
         except KeyboardInterrupt as exc:
             warn_once("Detected KeyboardInterrupt: shut down gracefully; trainer.interrupted is True.")
             self._on_exception(exc)
@@ -667,9 +724,14 @@ class Trainer:
                 self.state.status = TrainerStatus.INTERRUPTED  # preempted: already saved and logged, not a failure
             else:
                 self._on_exception(exc)
+            clearer = self.strategy.explain_failure(exc)  # e.g. "rank 1 failed" instead of a broken connection
+            if clearer is not None:
+                raise clearer from exc
             raise
         finally:
             self._preemption = None
+            if self._profiler is not None:
+                finish_profiling(self)  # the report, written also after a failure
             self.state.stage = None
             self._results = self._train_results = None
 
@@ -677,6 +739,7 @@ class Trainer:
         """Tell the callbacks and the module, then close the loggers. A handler that fails itself
         becomes a warning, so that the others still run and `exc`, the user's error, propagates."""
         self.state.status = TrainerStatus.INTERRUPTED
+        self.strategy.failing = True  # the handlers below must not wait for ranks that may be gone
         module = self.lightning_module
         handlers = [(f"{type(cb).__name__}.on_exception", lambda cb=cb: cb.on_exception(self, module, exc))
                     for cb in self.callbacks]
@@ -704,8 +767,17 @@ class Trainer:
         model.configure_model()
         self._precision.convert_module(model)
         model.to(self._device)
+        if self.sync_batchnorm:
+            torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        # Wrapped (DDP) or sharded (FSDP) before the checkpoint is loaded and the optimizers are
+        # made: FSDP replaces the parameters with their shards.
+        self.strategy.setup_module(model, self._device, training=fn == TrainerFn.FITTING)
         if fn == TrainerFn.FITTING:
             self._check_fit_model(model)
+            if os.environ.get("FULMEN_DOCTOR", "1") != "0":  # `fulmen doctor` on the user's classes, as warnings
+                from fulmen.doctor import check_at_fit
+
+                check_at_fit(model, datamodule)
         # As in Lightning: weights and callback states are restored before configure_optimizers
         # (which may depend on them), the optimizer and loop state after it.
         self._ckpt_path, checkpoint = resolve_ckpt_path(self, fn, ckpt_path)
@@ -720,7 +792,12 @@ class Trainer:
                     "`self.automatic_optimization = False` and step them in training_step (manual optimization)."
                 )
             self._optimizers = [LightningOptimizer(o, self) for o in optimizers]
-        self._hooks = HookDispatch(self, model, self.callbacks)
+        if self._profiler is None:
+            self._hooks = HookDispatch(self, model, self.callbacks)
+        else:  # decided once here, so a run without a profiler pays nothing per batch
+            self._profiler.setup(stage, None, self.log_dir)  # as in Lightning, one process: no rank in file names
+            self._hooks = instrument(self, model, self.callbacks, self._profiler)
+        self._training_step = self.strategy.training_step(model)  # after a profiler wrapped the method
         self._transfer_hooks = tuple(
             self._batch_hook(name)
             for name in ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
@@ -838,7 +915,8 @@ class Trainer:
 
     def _log_metrics(self, metrics: dict[str, torch.Tensor], step: int) -> None:
         """Send metrics to every logger (the one place logged tensors become floats)."""
-        if not metrics or not self.loggers:  # as in Lightning, logged_metrics stays empty without a logger
+        # As in Lightning, logged_metrics stays empty without a logger; loggers write on rank 0 only.
+        if not metrics or not self.loggers or not self.is_global_zero:
             return
         values: dict[str, Any] = to_float_dict(metrics)
         self._logged_metrics.update(values)
@@ -849,7 +927,7 @@ class Trainer:
             logger.log_metrics(values, step=step)
 
     def _log_hyperparams(self, model: LightningModule, datamodule: Any) -> None:
-        if not self.loggers or not model._log_hyperparams:
+        if not self.loggers or not model._log_hyperparams or not self.is_global_zero:
             return
         params = dict(model.hparams)
         if datamodule is not None and datamodule._log_hyperparams:
@@ -867,7 +945,8 @@ class Trainer:
         module.teardown(stage)
         if self.datamodule is not None:
             self.datamodule.teardown(stage)
-        for logger in self.loggers:
+        self.strategy.teardown()
+        for logger in self.loggers if self.is_global_zero else []:
             logger.finalize(status)
 
     # ======================================================================================

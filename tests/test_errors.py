@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import fulmen as pl
 from fulmen.callbacks import Callback
+from fulmen.strategies import DDPStrategy
 from fulmen.errors import MisconfigurationException
 
 from helpers import quiet_trainer
@@ -183,7 +184,12 @@ BAD_ARGUMENTS = {
     "devices_zero": ({"devices": 0}, r"Received: devices=0"),
     "devices_abc": ({"devices": "abc"}, r"Received: devices='abc'"),
     "devices_negative": ({"devices": -2}, r"Received: devices=-2"),
-    "devices_two_on_cpu": ({"devices": 2}, r"multi-device strategies are not available yet\. Received: .*devices=2"),
+    "two_devices_one_process_strategy": (
+        {"devices": 2, "strategy": "single_device"}, r"runs one process on one device.*Received: devices=2"
+    ),
+    "strategy_timeout_not_timedelta": (
+        {"devices": 2, "strategy": "__ddp_timeout_5"}, r"must be a datetime\.timedelta\. Received: timeout=5"
+    ),
     "max_epochs_str": ({"max_epochs": "3"}, r"`max_epochs` must be an int >= -1 or None\. Received: max_epochs='3'"),
     "limit_train_batches_fraction": (
         {"limit_train_batches": 1.5}, r"must be in \[0\.0, 1\.0\]\. Received: limit_train_batches=1\.5"
@@ -209,6 +215,8 @@ BAD_ARGUMENTS = {
 def test_bad_trainer_argument(tmp_path, case):
     kwargs, fragment = BAD_ARGUMENTS[case]
     with pytest.raises(MisconfigurationException, match=fragment) as exc:
+        if kwargs.get("strategy") == "__ddp_timeout_5":  # the strategy object itself rejects it
+            kwargs = {**kwargs, "strategy": DDPStrategy(timeout=5)}
         quiet_trainer(tmp_path, **{"max_epochs": 1, **kwargs})  # a case may set max_epochs
     _assert_clear(str(exc.value))
 

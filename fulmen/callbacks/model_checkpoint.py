@@ -133,13 +133,14 @@ class ModelCheckpoint(MonitorCallback):
         return os.path.join(str(base) if base is not None else trainer.default_root_dir, "checkpoints")
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        self.dirpath = self.resolve_dirpath(trainer)
+        # Rank 0's answer for all: another rank could see a different next logger version.
+        self.dirpath = trainer.strategy.broadcast(self.resolve_dirpath(trainer))
         if os.path.exists(self.dirpath) and not os.path.isdir(self.dirpath):
             raise MisconfigurationException(
                 f"ModelCheckpoint: `dirpath` must be a directory, but a file has that name. "
                 f"Received: dirpath={self.dirpath!r}. Fix: pass a directory path (it is created if missing)."
             )
-        if stage == "fit":
+        if stage == "fit" and trainer.is_global_zero:
             # A run killed while writing a checkpoint leaves its temporary file; the checkpoint it was
             # to replace is intact. (Two runs writing into one dirpath at the same time would collide
             # anyway: their top-k bookkeeping deletes each other's files.)
@@ -212,15 +213,17 @@ class ModelCheckpoint(MonitorCallback):
             self._save_last(trainer, metrics)
 
     def _save_latest(self, trainer: Any, metrics: dict[str, Any]) -> None:
-        path = self._unique_path(self.format_checkpoint_name(metrics), self.best_model_path)
+        path = self._unique_path(trainer, self.format_checkpoint_name(metrics), self.best_model_path)
         previous = self.best_model_path
         self.best_model_path = path
         self._write(trainer, path)
         if self.save_top_k == 1 and previous and previous != path:
-            self._remove(previous)
+            self._remove(trainer, previous)
 
     def _save_if_top_k(self, trainer: Any, metrics: dict[str, Any]) -> None:
         current = self.monitored_value(trainer)
+        if trainer.strategy.distributed:  # rank 0 decides (metrics logged without sync_dist may differ by rank)
+            current = trainer.strategy.broadcast(current)
         if current is None:
             return
         if torch.isnan(current):
@@ -231,7 +234,7 @@ class ModelCheckpoint(MonitorCallback):
             if self.verbose:
                 print(f"Epoch {trainer.current_epoch}, step {trainer.global_step}: {self.monitor} was not in top {self.save_top_k}")
             return
-        path = self._unique_path(self.format_checkpoint_name(metrics), "")
+        path = self._unique_path(trainer, self.format_checkpoint_name(metrics), "")
         evicted = self.kth_best_model_path if full else ""
         if evicted:
             del self.best_k_models[evicted]
@@ -239,7 +242,7 @@ class ModelCheckpoint(MonitorCallback):
         self._update_rankings()
         self._write(trainer, path)
         if evicted and evicted != path:
-            self._remove(evicted)  # only now: the new checkpoint is safely on disk
+            self._remove(trainer, evicted)  # only now: the new checkpoint is safely on disk
         if self.verbose:
             print(f"Epoch {trainer.current_epoch}, step {trainer.global_step}: {self.monitor} reached "
                   f"{current.item():.5f} (best {self.best_model_score.item():.5f}), saving model to {path!r}")
@@ -251,9 +254,11 @@ class ModelCheckpoint(MonitorCallback):
 
     def _save_last(self, trainer: Any, metrics: dict[str, Any]) -> None:
         name = self.format_checkpoint_name(metrics, self.CHECKPOINT_NAME_LAST)
-        path = self._unique_path(name, self.last_model_path)
+        path = self._unique_path(trainer, name, self.last_model_path)
         previous, self.last_model_path = self.last_model_path, path
         if self.save_last == "link" and self.best_model_path and Path(self.best_model_path).is_file():
+            if not trainer.is_global_zero:
+                return
             tmp = f"{path}.tmp-link"
             Path(tmp).unlink(missing_ok=True)
             os.symlink(os.path.relpath(self.best_model_path, os.path.dirname(path)), tmp)
@@ -261,27 +266,24 @@ class ModelCheckpoint(MonitorCallback):
         else:
             self._write(trainer, path)
         if previous and previous != path and previous not in self.best_k_models and previous != self.best_model_path:
-            self._remove(previous)
+            self._remove(trainer, previous)
 
     def _write(self, trainer: Any, path: str) -> None:
         trainer.save_checkpoint(path, self.save_weights_only)
 
     @staticmethod
-    def _remove(path: str) -> None:
-        try:
-            os.remove(path)
-        except FileNotFoundError:
-            pass
+    def _remove(trainer: Any, path: str) -> None:
+        trainer.strategy.remove_checkpoint(path)  # on rank 0
 
-    def _unique_path(self, path: str, allowed_existing: str) -> str:
-        """`path`, or `path` with -v1, -v2... when a file of another run already has that name."""
-        if not self._enable_version_counter:
-            return path
-        stem, version = path[: -len(self.FILE_EXTENSION)], self.STARTING_VERSION
-        while os.path.exists(path) and path != allowed_existing and path not in self.best_k_models:
-            path = f"{stem}{self.CHECKPOINT_JOIN_CHAR}v{version}{self.FILE_EXTENSION}"
-            version += 1
-        return path
+    def _unique_path(self, trainer: Any, path: str, allowed_existing: str) -> str:
+        """`path`, or `path` with -v1, -v2... when a file of another run already has that name.
+        With several processes, rank 0's answer (the others may already see the file it wrote)."""
+        if self._enable_version_counter:
+            stem, version = path[: -len(self.FILE_EXTENSION)], self.STARTING_VERSION
+            while os.path.exists(path) and path != allowed_existing and path not in self.best_k_models:
+                path = f"{stem}{self.CHECKPOINT_JOIN_CHAR}v{version}{self.FILE_EXTENSION}"
+                version += 1
+        return trainer.strategy.broadcast(path)
 
     def format_checkpoint_name(self, metrics: dict[str, Any], filename: str | None = None) -> str:
         """The checkpoint path for `metrics`, e.g. "{epoch}-{val_loss:.2f}" → "epoch=3-val_loss=0.12.ckpt"."""

@@ -1,0 +1,114 @@
+"""The strategy interface, and its one-process case: one device, every collective the identity.
+
+A strategy owns what changes when a run spans several processes: starting and joining them,
+wrapping the module (DDP, FSDP2), running `training_step` through that wrapper, skipping the
+gradient sync inside an accumulation window, the collectives the loop needs (barrier, broadcast,
+all_reduce, a shared stop decision), and how checkpoints are gathered, written and loaded.
+All strategies have the same verbs, so the loop never asks which one it runs under.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fulmen.checkpoint import atomic_save, optimizer_state_by_index, parameter_names
+
+
+class Strategy:
+    """One process on one device (Lightning's SingleDeviceStrategy)."""
+
+    name = "single_device"
+    distributed = False
+    spawns = False  # whether fit/validate/test/predict run in freshly spawned processes (ddp_spawn)
+    launched = False  # True inside a process that ddp_spawn started
+    failing = False  # set while handling an exception: no collectives then (the other ranks may be gone)
+
+    def __init__(self) -> None:
+        self.global_rank = self.local_rank = self.node_rank = 0
+        self.world_size = self.num_nodes = self.num_processes = 1
+        self.model: torch.nn.Module | None = None  # what the loop calls: the module, or its wrapper
+
+    @property
+    def is_global_zero(self) -> bool:
+        return self.global_rank == 0
+
+    def configure(self, accelerator: str, device_ids: list[int], num_nodes: int) -> None:
+        """Called once by the Trainer with the parsed hardware arguments."""
+
+    def root_device_index(self, device_ids: list[int]) -> int:
+        return device_ids[0]
+
+    # --- run lifecycle --------------------------------------------------------------------
+    def setup_environment(self) -> None:
+        """Start or join the other processes; nothing to do for one process."""
+
+    def setup_module(self, module: torch.nn.Module, device: torch.device, training: bool) -> None:
+        self.model = module
+
+    def training_step(self, module: Any) -> Any:
+        """The callable the loop uses as `training_step(batch, batch_idx)`."""
+        return module.training_step
+
+    def no_backward_sync(self) -> contextlib.AbstractContextManager:
+        """Entered around forward+backward of a batch that only accumulates gradients."""
+        return contextlib.nullcontext()
+
+    def teardown(self) -> None:
+        self.model = None
+
+    def explain_failure(self, exc: BaseException) -> BaseException | None:
+        """A clearer error to raise instead of `exc` (e.g. naming another rank that failed), or None."""
+        return None
+
+    # --- collectives ----------------------------------------------------------------------
+    def barrier(self, name: str | None = None) -> None:
+        pass
+
+    def broadcast(self, obj: Any, src: int = 0) -> Any:
+        return obj
+
+    def all_reduce(self, tensor: torch.Tensor, reduce_op: str = "mean") -> torch.Tensor:
+        return tensor
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        return [obj]
+
+    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:  # noqa: A002 (Lightning's name)
+        return decision
+
+    def stop_vote(self, wanted: bool, settle: bool = False) -> bool:
+        """Whether any rank asked to stop training (see ParallelStrategy.stop_vote)."""
+        return wanted
+
+    # --- checkpoints ----------------------------------------------------------------------
+    def model_state_dict(self, module: torch.nn.Module) -> dict[str, Any]:
+        return module.state_dict()
+
+    def load_model_state_dict(self, module: torch.nn.Module, state_dict: dict[str, Any], strict: bool = True) -> None:
+        module.load_state_dict(state_dict, strict=strict)
+
+    def optimizer_state_dict(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        return optimizer.state_dict()
+
+    def load_optimizer_state_dict(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+        # A sharded (FSDP) checkpoint keys the state by parameter name: torch.optim wants indices.
+        optimizer.load_state_dict(optimizer_state_by_index(state, parameter_names(module, optimizer)))
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path) -> None:
+        if self.is_global_zero:
+            atomic_save(checkpoint, path)
+
+    def remove_checkpoint(self, path: str | Path) -> None:
+        if self.is_global_zero:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+
+    @property
+    def distributed_sampler_kwargs(self) -> dict[str, int] | None:
+        """`num_replicas` and `rank` for a DistributedSampler; None when the data needs no sharding."""
+        return None
