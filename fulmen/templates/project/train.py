@@ -1,0 +1,46 @@
+"""Run {{project_name}}: the Trainer, its callbacks, and the command line.
+
+    python train.py fit --config config.yaml
+    python train.py fit --config config.yaml --trainer.max_epochs=5 --model.lr=1e-3
+    python train.py test --config config.yaml --ckpt_path best_or_a_path.ckpt
+    python train.py fit --config config.yaml --print_config      # the complete configuration
+
+Every run writes lightning_logs/version_N/ under trainer.default_root_dir with the TensorBoard
+events, checkpoints and the config it ran with (config.yaml); `fulmen report` turns it into a page.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # model.py and data.py are found also when train.py is imported
+    sys.path.insert(0, str(HERE))
+
+from fulmen.cli import FulmenCLI  # noqa: E402
+
+from data import SyntheticDataModule  # noqa: E402
+from model import Classifier  # noqa: E402
+
+# Trainer settings that belong to the execution, not to the experiment. A config file or the
+# command line overrides any of them.
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "max_epochs": 20,
+    "callbacks": [
+        {"class_path": "fulmen.callbacks.ModelCheckpoint",
+         "init_args": {"monitor": "val_acc", "mode": "max", "filename": "{epoch}-{val_acc:.3f}", "save_last": True}},
+        {"class_path": "fulmen.callbacks.EarlyStopping",
+         "init_args": {"monitor": "val_loss", "mode": "min", "patience": 5}},
+    ],
+}
+
+
+def main(args: list[str] | None = None) -> FulmenCLI:
+    return FulmenCLI(Classifier, SyntheticDataModule, trainer_defaults=TRAINER_DEFAULTS, seed_everything_default=42,
+                     args=args)
+
+
+if __name__ == "__main__":
+    main()

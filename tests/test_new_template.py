@@ -1,0 +1,66 @@
+"""`fulmen new NAME`: the project it writes passes its own tests and trains from its train.py."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fulmen._yaml import load_yaml
+from fulmen.cli import TEMPLATE_DIR, main, new_project
+from fulmen.doctor import check_paths
+
+FILES = ["README.md", "config.yaml", "data.py", "model.py", "test_project.py", "train.py"]
+
+
+def test_new_project_passes_its_own_tests_and_trains(tmp_path):
+    made = subprocess.run([sys.executable, "-m", "fulmen", "new", "demo_proj"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    project = tmp_path / "demo_proj"
+    assert sorted(p.name for p in project.iterdir()) == FILES
+    assert "# demo_proj" in (project / "README.md").read_text()
+    assert "{{" not in "".join((project / name).read_text() for name in FILES)
+
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_project.py"],
+                           cwd=project, capture_output=True, text=True, timeout=300)
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+    assert "4 passed" in tests.stdout
+
+    train = subprocess.run([sys.executable, "train.py", "fit", "--config", "config.yaml", "--trainer.max_epochs=1",
+                            "--data.num_samples=256", "--trainer.enable_progress_bar=false"],
+                           cwd=project, capture_output=True, text=True, timeout=300)
+    assert train.returncode == 0, train.stdout + train.stderr
+    run_dir = project / "runs" / "lightning_logs" / "version_0"  # config.yaml: default_root_dir: runs
+    config = load_yaml((run_dir / "config.yaml").read_text())
+    assert config["trainer"]["max_epochs"] == 1 and config["data"]["num_samples"] == 256
+    assert config["seed_everything"] == 42 and config["model"]["lr"] == 0.01
+    assert {p.name for p in (run_dir / "checkpoints").iterdir()} == {"epoch=0-val_acc=1.000.ckpt", "last.ckpt"}
+    assert (run_dir / "hparams.yaml").is_file() and list(run_dir.glob("events.out.tfevents.*"))
+
+
+def test_template_follows_the_best_practice():
+    findings, files = check_paths([TEMPLATE_DIR])
+    assert findings == [] and files == 4
+    assert "Trainer(" not in (TEMPLATE_DIR / "model.py").read_text()
+    assert "DataLoader(" not in (TEMPLATE_DIR / "model.py").read_text()
+
+
+def test_new_refuses_bad_names_and_existing_projects(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        new_project("my-project", tmp_path)
+    assert "must be a Python identifier. Received: 'my-project'. Fix: e.g. my_project." in capsys.readouterr().err
+    new_project("taken", tmp_path)
+    before = (tmp_path / "taken" / "model.py").read_text()
+    with pytest.raises(SystemExit):
+        new_project("taken", tmp_path)
+    assert "already exists and is not empty" in capsys.readouterr().err
+    assert (tmp_path / "taken" / "model.py").read_text() == before
+    assert main(["new"]) == 2
+
+
+def test_templates_are_package_data():
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert '"templates/project/*"' in pyproject
