@@ -4,6 +4,7 @@ several loggers at once."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import sys
 from pathlib import Path
@@ -181,3 +182,107 @@ def test_tensorboard_csv_and_mlflow_together_get_the_same_metrics(tmp_path):
     assert load_yaml(Path(csv_logger.log_dir, "hparams.yaml").read_text())["lr"] == 0.02
     assert MlflowClient(uri).get_run(ml.run_id).data.params["lr"] == "0.02"
     assert MlflowClient(uri).get_run(ml.run_id).info.status == "FINISHED"
+
+
+# --- Weights & Biases, offline ----------------------------------------------------------------
+
+
+def wandb_records(save_dir: Path) -> list:
+    """Every record of the offline runs under `save_dir`, read from wandb's transaction log (`run-*.wandb`:
+    LevelDB's log format, 32 KiB blocks of 7-byte-headed chunks, after a 7-byte W&B header)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    out = []
+    for path in sorted(save_dir.glob("wandb/offline-run-*/run-*.wandb")):
+        data, pos, buf = path.read_bytes(), 7, b""
+        assert data[:4] == b":W&B"
+        while pos + 7 <= len(data):
+            left = 32768 - pos % 32768
+            if left < 7:  # a block's tail too short for a header is padding
+                pos += left
+                continue
+            _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+            if length == 0 and kind == 0:
+                pos += left
+                continue
+            buf += data[pos + 7:pos + 7 + length]
+            pos += 7 + length
+            if kind in (1, 4):  # a full record, or the last chunk of one
+                record = wandb_internal_pb2.Record()
+                record.ParseFromString(buf)
+                out.append(record)
+                buf = b""
+    return out
+
+
+def of_type(records, kind):
+    return [getattr(r, kind) for r in records if r.WhichOneof("record_type") == kind]
+
+
+def history_rows(records):
+    rows = []
+    for history in of_type(records, "history"):
+        rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in history.item})
+    return rows
+
+
+@pytest.fixture
+def wandb_env(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    for name, value in {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_CONFIG_DIR": tmp_path / "cfg",
+                        "WANDB_CACHE_DIR": tmp_path / "cache", "WANDB_DATA_DIR": tmp_path / "data",
+                        "WANDB_DISABLE_GIT": "true", "WANDB_CONSOLE": "off"}.items():
+        monkeypatch.setenv(name, str(value))
+
+
+def test_wandb_offline_run_has_config_metrics_checkpoints_and_exit_code(tmp_path, wandb_env):
+    from fulmen.loggers import WandbLogger
+
+    save_dir = tmp_path / "wb"
+    logger = WandbLogger(project="proj", name="first", save_dir=save_dir, offline=True, log_model="all")
+    checkpoint = ModelCheckpoint(monitor="val_loss", save_top_k=-1, filename="{epoch}")
+    trainer = mlflow_trainer(tmp_path, logger, max_epochs=2, callbacks=[checkpoint], enable_checkpointing=True)
+    trainer.fit(Regressor(lr=0.05, sizes={"hidden": 8}), loader(), loader())
+
+    records = wandb_records(save_dir)
+    (run,) = of_type(records, "run")
+    assert run.project == "proj" and run.display_name == "first" and run.run_id == logger.version
+    config = {}
+    for update in [u for c in of_type(records, "config") for u in c.update] + list(run.config.update):
+        config[update.key or "/".join(update.nested_key)] = json.loads(update.value_json)
+    assert config["lr"] == 0.05 and config["sizes"] == {"hidden": 8}
+    rows = history_rows(records)
+    train = [(r["trainer/global_step"], r["train_loss"]) for r in rows if "train_loss" in r]
+    assert [s for s, _ in train] == list(range(8))
+    val = [(r["trainer/global_step"], r["val_loss"]) for r in rows if "val_loss" in r]
+    assert [s for s, _ in val] == [3, 7] and val[-1][1] == pytest.approx(trainer.logged_metrics["val_loss"])
+    (exit_record,) = of_type(records, "exit")
+    assert exit_record.exit_code == 0
+    # each checkpoint written became a version of the run's model artifact, with its file
+    artifacts = of_type(records, "artifact")
+    assert len(artifacts) == 2 and {a.name for a in artifacts} == {f"model-{logger.version}"}
+    assert all(a.type == "model" for a in artifacts)
+    assert all("model.ckpt" in [e.path for e in a.manifest.contents] for a in artifacts)
+    assert checkpoint.dirpath == os.path.join(str(save_dir), "proj", logger.version, "checkpoints")
+
+
+def test_wandb_failed_run_exits_with_code_1(tmp_path, wandb_env):
+    from fulmen.loggers import WandbLogger
+
+    save_dir = tmp_path / "wb"
+    logger = WandbLogger(save_dir=save_dir, offline=True, prefix="p")
+    with pytest.raises(RuntimeError, match="boom"):
+        mlflow_trainer(tmp_path, logger).fit(Regressor(fail_at=2), loader())
+    records = wandb_records(save_dir)
+    assert [e.exit_code for e in of_type(records, "exit")] == [1]
+    assert [r["trainer/global_step"] for r in history_rows(records) if "p-train_loss" in r] == [0, 1]
+
+
+def test_wandb_missing_package_names_the_extra(monkeypatch):
+    from fulmen.loggers import WandbLogger
+
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    with pytest.raises(ModuleNotFoundError, match=r"pip install 'fulmen\[wandb\]'"):
+        WandbLogger()
