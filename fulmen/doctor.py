@@ -49,7 +49,7 @@ RULES: dict[str, tuple[str, str]] = {
     "FM401": ("error", "__init__ without super().__init__()"),
     "FM402": ("warning", "self.log called in forward"),
     "FM403": ("warning", "a tensor that keeps its autograd graph stored in a list/dict on self"),
-    "FM501": ("advice", "Trainer constructed in the file that defines the LightningModule"),
+    "FM501": ("advice", "Trainer constructed inside the LightningModule or when its file is imported"),
     "FM502": ("advice", "data loading inside the LightningModule class"),
     "FM601": ("advice", "DataLoader without num_workers"),
     "FM602": ("advice", "shuffle=True on validation/test/predict data"),
@@ -168,6 +168,11 @@ def _stmt_falls_through(stmt: ast.stmt) -> bool:
                           for c in stmt.cases)
         return not irrefutable or any(_falls_through(c.body) for c in stmt.cases)
     return True
+
+
+def _is_main_guard(stmt: ast.stmt) -> bool:
+    """`if __name__ == "__main__":`"""
+    return isinstance(stmt, ast.If) and isinstance(stmt.test, ast.Compare) and _name(stmt.test.left) == "__name__"
 
 
 def _device_kind(node: ast.AST) -> str | None:
@@ -441,14 +446,27 @@ class _FileChecker:
 
     # --- the file as a whole ---------------------------------------------------------------------
     def _check_layout(self) -> None:
+        """A Trainer built inside a LightningModule, or when the model's file is imported (top level,
+        not under `if __name__ == "__main__":` and not in a function): one finding per place."""
         if not self.modules:
             return
-        trainers = [n for n in ast.walk(self.tree) if isinstance(n, ast.Call) and _name(n.func) == "Trainer"]
-        if trainers:  # once per file
-            first = min(trainers, key=lambda n: (n.lineno, n.col_offset))
-            self.add("FM501", first, "a Trainer is constructed in the file that defines "
-                     f"{self.modules[0].name}: model and execution code are mixed.",
-                     "keep the LightningModule in model.py and build the Trainer in train.py (see `fulmen new`).")
+        fix = "keep the LightningModule in model.py and build the Trainer in train.py (see `fulmen new`)."
+        for cls in self.modules:
+            first = self._first_trainer(list(ast.walk(cls)))
+            if first is not None:
+                self.add("FM501", first, f"a Trainer is constructed inside {cls.name}: the model owns its own "
+                         "execution, so it cannot be trained or evaluated any other way.", fix)
+        top_level = [n for stmt in self.tree.body if not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef,
+                     ast.ClassDef)) and not _is_main_guard(stmt) for n in ast.walk(stmt)]
+        first = self._first_trainer(top_level)
+        if first is not None:
+            self.add("FM501", first, f"a Trainer is constructed when this file is imported, next to "
+                     f"{self.modules[0].name}: importing the model (tests, notebooks) starts a run.", fix)
+
+    @staticmethod
+    def _first_trainer(nodes: list[ast.AST]) -> ast.Call | None:
+        calls = [n for n in nodes if isinstance(n, ast.Call) and _name(n.func) == "Trainer"]
+        return min(calls, key=lambda n: (n.lineno, n.col_offset)) if calls else None
 
     def _disk_dataset_names(self, classes: list[ast.ClassDef]) -> set[str]:
         """Names that build a dataset read from disk: the known dataset classes, classes of this

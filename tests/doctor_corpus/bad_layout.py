@@ -22,7 +22,9 @@ class AllInOne(pl.LightningModule):
         data = TensorDataset(torch.randn(64, 4), torch.randn(64, 1))  # expect: FM502
         return DataLoader(data, batch_size=8, num_workers=0)
 
+    def train_yourself(self, epochs):
+        pl.Trainer(max_epochs=epochs).fit(self)  # expect: FM501
 
-if __name__ == "__main__":
-    trainer = pl.Trainer(max_epochs=1)  # expect: FM501
-    trainer.fit(AllInOne())
+
+trainer = pl.Trainer(max_epochs=1)  # expect: FM501
+trainer.fit(AllInOne())

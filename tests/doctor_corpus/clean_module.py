@@ -115,3 +115,14 @@ class Data(pl.LightningDataModule):
 
 def make_loader(dataset, shuffle):
     return DataLoader(dataset, shuffle=shuffle, num_workers=2)
+
+
+def main(epochs: int = 1) -> None:
+    """A small single-file script: the Trainer is built only when it runs, not on import."""
+    trainer = pl.Trainer(max_epochs=epochs)
+    trainer.fit(Clean(), datamodule=Data())
+
+
+if __name__ == "__main__":
+    trainer = pl.Trainer(max_epochs=1)
+    trainer.fit(Clean(), datamodule=Data())
