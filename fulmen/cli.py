@@ -22,7 +22,6 @@ This module is imported only by the `fulmen` command and by scripts that use `Fu
 
 from __future__ import annotations
 
-import copy
 import difflib
 import importlib
 import inspect
@@ -294,7 +293,10 @@ class FulmenCLI:
     def _defaults(self, trainer_defaults: dict[str, Any], seed: bool | int) -> dict[str, Any]:
         config: dict[str, Any] = {"seed_everything": seed}
         config["trainer"] = {name: _plain(p.default) for name, p in self._parameters(self.trainer_class.__init__)}
-        config["trainer"].update(copy.deepcopy(trainer_defaults))
+        # Objects among the defaults (callback instances) appear in the printed/saved config as text
+        # and are passed to the Trainer as they are, unless the config or command line replaces them.
+        self._trainer_objects = {k: v for k, v in trainer_defaults.items() if _plain(v) != v}
+        config["trainer"].update({k: _plain(v) for k, v in trainer_defaults.items()})
         for section, cls in (("model", self.model_class), ("data", self.datamodule_class)):
             if cls is not None:
                 config[section] = {name: None if p.default is inspect.Parameter.empty else _plain(p.default)
@@ -428,6 +430,9 @@ class FulmenCLI:
         self.model = self._build("model", self.model_class)
         self.datamodule = self._build("data", self.datamodule_class)
         trainer_kwargs = self._changed(self.trainer_class.__init__, self.config["trainer"])
+        for name, original in self._trainer_objects.items():
+            if self.config["trainer"].get(name) == _plain(original):
+                trainer_kwargs[name] = original
         callbacks = trainer_kwargs.get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
         if save_config_callback is not None and self.subcommand is not None:

@@ -204,6 +204,15 @@ def test_configs_and_arguments_apply_in_order(tmp_path, capsys):
     assert cli.model.kwargs["lr"] == 2.0 and cli.trainer.max_epochs == 4
 
 
+def test_trainer_defaults_may_hold_objects(capsys):
+    early_stop = pl.callbacks.EarlyStopping(monitor="val_loss")
+    cli = _cli("--trainer.max_epochs=2", trainer_defaults={"callbacks": [early_stop], "logger": False})
+    assert early_stop in cli.trainer.callbacks and cli.trainer.max_epochs == 2
+    assert isinstance(cli.config["trainer"]["callbacks"][0], str)  # shown as text in the config
+    replaced = _cli("--trainer.callbacks=[]", trainer_defaults={"callbacks": [early_stop], "logger": False})
+    assert early_stop not in replaced.trainer.callbacks
+
+
 def test_save_config_callback_does_not_overwrite_another_runs_config(tmp_path):
     g = torch.Generator().manual_seed(0)
     loader = DataLoader(TensorDataset(torch.randn(4, 4, generator=g)), batch_size=2)
