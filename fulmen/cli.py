@@ -449,9 +449,11 @@ class FulmenCLI:
 
     def _print_help(self) -> None:
         prog = Path(sys.argv[0]).name
-        lines = [f"usage: {prog} {{{','.join(SUBCOMMANDS)}}} [--config FILE] [--print_config] [--SECTION.KEY=VALUE ...]",
+        lines = [f"usage: {prog} {{{','.join(SUBCOMMANDS)}}} [--config FILE] [--print_config] "
+                 "[--SECTION.KEY=VALUE ...]",
                  "", self.description, "", "options:",
-                 "  --config FILE, -c FILE   YAML with trainer:, model:, data:, seed_everything:, ckpt_path: (repeatable)",
+                 "  --config FILE, -c FILE   YAML with trainer:, model:, data:, seed_everything:, ckpt_path: "
+                 "(repeatable)",
                  "  --print_config           print the complete configuration and exit",
                  "  --seed_everything VALUE  true (random seed, recorded), false, or an int",
                  "  --ckpt_path PATH         checkpoint to resume from or evaluate (also 'best', 'last')"]

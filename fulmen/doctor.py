@@ -88,7 +88,8 @@ class Finding:
         return RULES[self.code][0]
 
     def format(self) -> str:
-        return f"{self.path}:{self.line}:{self.col + 1}: {self.code} ({self.severity}) {self.message}\n    Fix: {self.fix}"
+        place = f"{self.path}:{self.line}:{self.col + 1}"
+        return f"{place}: {self.code} ({self.severity}) {self.message}\n    Fix: {self.fix}"
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "severity": self.severity}
@@ -279,7 +280,8 @@ class _FileChecker:
                 and not self._calls_anywhere(cls, "backward"):
             self.add("FM303", step, f"{cls.name} sets automatic_optimization = False but never calls "
                      "self.manual_backward, so no gradients are computed.",
-                     "in training_step: opt = self.optimizers(); opt.zero_grad(); self.manual_backward(loss); opt.step().")
+                     "in training_step: opt = self.optimizers(); opt.zero_grad(); self.manual_backward(loss); "
+                     "opt.step().")
         for method in methods.values():  # one finding per method is enough to make the point
             data = [n for n in _walk_own(method) if self._is_data_call(n)]
             if data:
@@ -357,7 +359,8 @@ class _FileChecker:
                 if problem:
                     self.add("FM202", node, f"{cls.name}.training_step returns {problem}; the Trainer needs the "
                              "loss tensor with its graph to run backward.",
-                             "return the loss tensor itself, or a dict {'loss': loss, ...}; log other values with self.log.")
+                             "return the loss tensor itself, or a dict {'loss': loss, ...}; log other values with "
+                             "self.log.")
 
     @staticmethod
     def _not_a_loss(value: ast.expr) -> str | None:
@@ -383,6 +386,11 @@ class _FileChecker:
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
                 continue
             verb, receiver = node.func.attr, node.func.value
+            if verb == "manual_backward" and _is_self(receiver):
+                self.add("FM301", node, f"self.manual_backward in {method.name}, but automatic optimization is on: "
+                         "it raises at runtime, and the Trainer would run backward on the returned loss again.",
+                         "set `self.automatic_optimization = False` in __init__, or return the loss and drop this call.")
+                continue
             if verb not in allowed or method.name in allowed[verb]:
                 continue
             if verb == "step":
@@ -429,8 +437,9 @@ class _FileChecker:
                     "append", "extend", "insert") and isinstance(node.func.value, ast.Attribute) \
                     and _is_self(node.func.value.value) and node.args:
                 stored = node.args[-1]
-            elif isinstance(node, ast.Assign) and any(isinstance(t, ast.Subscript) and isinstance(t.value, ast.Attribute)
-                                                      and _is_self(t.value.value) for t in node.targets):
+            elif isinstance(node, ast.Assign) and any(
+                    isinstance(t, ast.Subscript) and isinstance(t.value, ast.Attribute) and _is_self(t.value.value)
+                    for t in node.targets):
                 stored = node.value
             if stored is not None and has_graph(stored):
                 self.add("FM403", node, f"`{ast.unparse(node)}` keeps the autograd graph of every step (and its "

@@ -316,7 +316,8 @@ def render_html(run: RunData, title: str | None = None) -> str:
         for c in run.checkpoints:
             note = " (best)" if c.get("best") else f" ({esc(c['error'])})" if c.get("error") else ""
             parts.append(f"<tr class='{'best' if c.get('best') else ''}'><td>{esc(c['file'])}{note}</td>"
-                         f"<td class='num'>{_fmt(c.get('epoch', ''))}</td><td class='num'>{_fmt(c.get('step', ''))}</td>"
+                         f"<td class='num'>{_fmt(c.get('epoch', ''))}</td>"
+                         f"<td class='num'>{_fmt(c.get('step', ''))}</td>"
                          f"<td class='num'>{'' if c['score'] is None else _fmt(c['score'])}</td>"
                          f"<td class='num'>{c['size_mb']:.2f}</td></tr>")
         parts.append("</table>")

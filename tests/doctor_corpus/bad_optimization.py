@@ -60,3 +60,19 @@ class ManualWithoutBackward(pl.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class ForgotTheManualFlag(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Linear(4, 1)
+
+    def training_step(self, batch, batch_idx):
+        opt = self.optimizers()
+        loss = F.mse_loss(self.net(batch[0]), batch[1])
+        self.manual_backward(loss)  # expect: FM301
+        opt.step()  # expect: FM301
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
