@@ -634,11 +634,21 @@ def _analysed(path: str) -> tuple[list[Finding], list[tuple[str, int, int]]]:
     return _cache[key]
 
 
+def _unwrapped(value: Any) -> Any:
+    """The function under staticmethod/classmethod/functools.wraps layers."""
+    value = getattr(value, "__func__", value)
+    while hasattr(value, "__wrapped__"):
+        value = value.__wrapped__
+    return value
+
+
 def _class_findings(cls: type) -> list[Finding]:
     """Errors and warnings inside the class statement of `cls`. The class is found by the first
     line of one of its functions (`co_firstlineno`), which costs nothing, unlike inspect.getsource."""
-    functions = [f for f in vars(cls).values() if hasattr(f, "__code__")]
-    if not functions:
+    prefix = f"{cls.__qualname__}."
+    functions = [f for f in map(_unwrapped, vars(cls).values())
+                 if hasattr(f, "__code__") and getattr(f, "__qualname__", "").startswith(prefix)]
+    if not functions:  # no method written in the class body (or only decorated from elsewhere)
         return []
     code = functions[0].__code__
     path = code.co_filename
