@@ -208,7 +208,11 @@ def _instantiate(value: Any) -> Any:
         return [_instantiate(v) for v in value]
     if isinstance(value, dict) and "class_path" in value:
         cls = _import(value["class_path"])
-        return cls(**{k: _instantiate(v) for k, v in (value.get("init_args") or {}).items()})
+        init_args = value.get("init_args") or {}
+        if not isinstance(init_args, dict):
+            raise CLIError(f"init_args of {value['class_path']} must be a mapping. Received: {init_args!r}. Fix: write "
+                           "it as an indented block, or pip install 'fulmen[cli]' (PyYAML) for flow style {a: 1}.")
+        return cls(**{k: _instantiate(v) for k, v in init_args.items()})
     return value
 
 
