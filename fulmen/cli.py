@@ -355,8 +355,12 @@ class FulmenCLI:
             if isinstance(value, dict) and dotted in ("trainer", "model", "data") and "class_path" not in value:
                 self._merge_tree(value, dotted + ".")
             elif dotted in ("model", "data") and isinstance(value, dict):
+                init_args = value.get("init_args") or {}
+                if not isinstance(init_args, dict):
+                    raise CLIError(f"{dotted}.init_args must be a mapping. Received: {init_args!r}. Fix: write it as "
+                                   "an indented block, or pip install 'fulmen[cli]' (PyYAML) for flow style {a: 1}.")
                 self._set(f"{dotted}.class_path", value["class_path"], dotted)
-                self._merge_tree(value.get("init_args") or {}, dotted + ".init_args.")
+                self._merge_tree(init_args, dotted + ".init_args.")
             else:
                 self._set(dotted, value, dotted)
 
