@@ -168,11 +168,15 @@ def _try_coerce(value: Any, annotation: Any, raw: str | None = None) -> Any:
         return _NO if any(i is _NO for i in items) else (origin or annotation)(items)
     if origin is dict or annotation is dict:
         return value if isinstance(value, dict) else _NO
+    if isinstance(annotation, type) and issubclass(annotation, os.PathLike):  # kept as text: YAML-writable
+        return raw if raw is not None else value if isinstance(value, str) else _NO
     return value  # a class or a type fulmen does not check: passed as given
 
 
 def _type_name(annotation: Any) -> str:
-    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+    if typing.get_origin(annotation) is None and hasattr(annotation, "__name__"):
+        return annotation.__name__  # int, float, a class
+    return str(annotation).replace("typing.", "")  # list[int], int | None, Literal['a', 'b']
 
 
 def _plain(value: Any) -> Any:

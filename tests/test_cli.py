@@ -130,10 +130,9 @@ def test_print_config_prints_the_merged_config_and_exits(project):
 
 
 def test_bad_options_exit_2_with_the_fix(project):
-    proc = _run(["train.py", "fit", "--model.lrr=0.1"], project)
+    proc = _run(["train.py", "fit", "--model.lrr=0.1"], project)  # more cases in process, below
     assert proc.returncode == 2 and "unknown option --model.lrr" in proc.stderr and "did you mean lr?" in proc.stderr
-    proc = _run(["train.py", "fit", "--model.lr=fast"], project)
-    assert proc.returncode == 2 and "--model.lr expects float. Received: 'fast'" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_fulmen_command_runs_classes_named_in_the_config(project):
@@ -176,7 +175,7 @@ def _cli(*args: str, **kwargs) -> FulmenCLI:
     return FulmenCLI(Typed, args=list(args), run=False, seed_everything_default=False, **kwargs)
 
 
-def test_values_follow_the_annotations():
+def test_values_follow_the_annotations(capsys):
     cli = _cli("--model.lr=1", "--model.steps=5", "--model.mode=b", "--model.sizes=[3, 4]",
                '--model.extra={"k": 1}', "--model.flag=true", "--trainer.logger=false")
     assert cli.model.kwargs == dict(lr=1.0, steps=5, mode="b", sizes=(3, 4), extra={"k": 1}, flag=True)
@@ -189,6 +188,7 @@ def test_values_follow_the_annotations():
         with pytest.raises(SystemExit) as exit_info:
             _cli(bad)
         assert exit_info.value.code == 2, bad
+        assert expected in capsys.readouterr().err
 
 
 def test_configs_and_arguments_apply_in_order(tmp_path, capsys):

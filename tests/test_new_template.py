@@ -15,10 +15,10 @@ from fulmen.doctor import check_paths
 FILES = ["README.md", "config.yaml", "data.py", "model.py", "test_project.py", "train.py"]
 
 
-def test_new_project_passes_its_own_tests_and_trains(tmp_path):
-    made = subprocess.run([sys.executable, "-m", "fulmen", "new", "demo_proj"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120)
-    assert made.returncode == 0, made.stderr
+def test_new_project_passes_its_own_tests_and_trains(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["new", "demo_proj"]) == 0  # the `fulmen new demo_proj` command, in this process
+    assert "Created demo_proj/" in capsys.readouterr().out
     project = tmp_path / "demo_proj"
     assert sorted(p.name for p in project.iterdir()) == FILES
     assert "# demo_proj" in (project / "README.md").read_text()
