@@ -616,3 +616,20 @@ def test_rich_missing_names_the_extra(monkeypatch):
         RichProgressBar()
     with pytest.raises(ModuleNotFoundError, match=r"fulmen\[rich\]"):
         RichModelSummary()
+
+
+# --- docs/callbacks.md ---------------------------------------------------------------------------------------------------
+def test_docs_snippets_run(tmp_path, monkeypatch, capsys):
+    """Every python block of docs/callbacks.md runs as is (in a scratch directory)."""
+    import re
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "callbacks.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", doc, re.DOTALL)
+    assert len(blocks) == 14
+    monkeypatch.chdir(tmp_path)
+    for i, code in enumerate(blocks):
+        exec(compile(code, f"docs/callbacks.md block {i}", "exec"), {"__name__": f"doc_block_{i}"})
+    out = capsys.readouterr().out
+    assert "Training spike detected in batch 6" in out
+    assert "0.25 of the weights are zero" in out
+    assert "['0.pt', '1.pt', '2.pt']" in out
