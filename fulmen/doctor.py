@@ -345,8 +345,9 @@ class _FileChecker:
             if node.func.attr in ("tensor", "as_tensor") and node.args and isinstance(node.args[0], ast.Constant):
                 continue  # a 0-dim CPU tensor combines with tensors on any device
             self.add("FM103", node, f"torch.{node.func.attr}(...) in {method.name} is created on the CPU while "
-                     "the batch may be on a GPU.", f"pass device=self.device, or use x.new_{node.func.attr}(...)"
-                     " / torch.zeros_like(x) / .type_as(x), or register it once with self.register_buffer.")
+                     "the batch may be on a GPU.", "pass device=self.device (or x.device), or build it from the "
+                     "batch (x.new_zeros(...), torch.randn_like(x), .type_as(x)); register constants once with "
+                     "self.register_buffer.")
 
     def _check_training_step_returns(self, cls: ast.ClassDef, step: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
         if _falls_through(step.body):
@@ -620,6 +621,7 @@ def main(argv: list[str] | None = None) -> int:
 # --- at fit start ---------------------------------------------------------------------------------
 
 _cache: dict[tuple[str, float], tuple[list[Finding], list[tuple[str, int, int]]]] = {}
+_registry: dict[Any, Any] = {}  # the warnings module's memory: under the default filter, once per line per process
 
 
 def _analysed(path: str) -> tuple[list[Finding], list[tuple[str, int, int]]]:
@@ -680,8 +682,8 @@ def check_at_fit(*objects: Any) -> list[Finding]:
                                                          "builtins"):
                 continue
             findings += [f for f in _class_findings(cls) if f not in findings]
-    for finding in findings:
-        warnings.warn(f"fulmen doctor {finding.code} at {finding.path}:{finding.line}: {finding.message} "
-                      f"Fix: {finding.fix} (See {DOCS}; turn these checks off with FULMEN_DOCTOR=0.)",
-                      DoctorWarning, stacklevel=4)
+    for finding in findings:  # attributed to the user's line, not to fulmen's call stack
+        warnings.warn_explicit(f"fulmen doctor {finding.code} at {finding.path}:{finding.line}: {finding.message} "
+                               f"Fix: {finding.fix} (See {DOCS}; turn these checks off with FULMEN_DOCTOR=0.)",
+                               DoctorWarning, finding.path, finding.line, registry=_registry)
     return findings
