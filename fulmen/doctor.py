@@ -442,6 +442,13 @@ class _FileChecker:
                     isinstance(t, ast.Subscript) and isinstance(t.value, ast.Attribute) and _is_self(t.value.value)
                     for t in node.targets):
                 stored = node.value
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and _is_self(node.func.value) \
+                    and node.func.attr == "log":
+                value = node.args[1] if len(node.args) > 1 else _kwarg(node, "value")
+                if isinstance(value, (ast.List, ast.Tuple, ast.Dict)) and has_graph(value):
+                    self.add("FM403", node, f"`{ast.unparse(node)}` logs a {type(value).__name__.lower()} of tensors: "
+                             "self.log takes one scalar, and a container keeps the tensors' graphs alive.",
+                             "log each value with its own name, or several at once with self.log_dict({...}).")
             if stored is not None and has_graph(stored):
                 self.add("FM403", node, f"`{ast.unparse(node)}` keeps the autograd graph of every step (and its "
                          "activations) alive: memory grows each batch.",

@@ -99,7 +99,7 @@ def test_main_exit_status_output_and_options(capsys):
     records = json.loads(capsys.readouterr().out)
     assert [(r["code"], r["line"], r["severity"]) for r in records] == [
         ("FM401", 10, "error"), ("FM402", 26, "warning"), ("FM403", 33, "warning"), ("FM403", 34, "warning"),
-        ("FM401", 42, "error")]
+        ("FM403", 35, "warning"), ("FM401", 43, "error")]
 
     assert doctor.main([str(CORPUS / "missing.py")]) == 2
     assert "no such file or folder. Received:" in capsys.readouterr().err
