@@ -633,3 +633,23 @@ def test_docs_snippets_run(tmp_path, monkeypatch, capsys):
     assert "Training spike detected in batch 6" in out
     assert "0.25 of the weights are zero" in out
     assert "['0.pt', '1.pt', '2.pt']" in out
+
+
+def test_ema_checkpoint_resumes_with_current_and_averaged_weights(tmp_path):
+    ckpt = tmp_path / "ema.ckpt"
+    saver = LambdaCallback(on_train_epoch_end=lambda t, m: t.save_checkpoint(ckpt))  # before the average is copied in
+    trainer = quiet_trainer(tmp_path, callbacks=[EMAWeightAveraging(decay=0.5), saver], max_epochs=1,
+                            limit_train_batches=3)
+    trainer.fit(Regressor(), loader())
+    state = torch.load(ckpt, weights_only=True)
+    assert not torch.equal(state["current_model_state"]["net.0.weight"], state["state_dict"]["net.0.weight"])
+
+    seen: dict[str, list[torch.Tensor]] = {}
+    resumed = EMAWeightAveraging(decay=0.5)
+    recorder = LambdaCallback(on_train_start=lambda t, m: seen.update(
+        module=params(m), average=[p.detach().clone() for p in resumed._average_model.module.parameters()]))
+    trainer = quiet_trainer(tmp_path, callbacks=[resumed, recorder], max_epochs=2, limit_train_batches=3)
+    trainer.fit(Regressor(), loader(), ckpt_path=ckpt)
+    torch.testing.assert_close(seen["module"][0], state["current_model_state"]["net.0.weight"])
+    torch.testing.assert_close(seen["average"][0], state["state_dict"]["net.0.weight"])
+    assert resumed._latest_update_step == 6

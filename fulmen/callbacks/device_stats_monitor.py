@@ -136,7 +136,7 @@ class DeviceStatsMonitor(Callback):
         self._log(trainer, "on_train_batch_end", s.log_step % trainer.log_every_n_steps == 0 or s.should_stop,
                   max(s.log_step - 1, 0))
 
-    def _eval(self, trainer: Trainer, hook: str, batch_idx: int, end: bool) -> None:
+    def _eval(self, trainer: Trainer, hook: str, batch_idx: int) -> None:
         if trainer.sanity_checking:
             return
         # As in Lightning: the batch counts as started once its start hook runs.
@@ -144,16 +144,16 @@ class DeviceStatsMonitor(Callback):
 
     def on_validation_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int,
                                   dataloader_idx: int = 0) -> None:
-        self._eval(trainer, "on_validation_batch_start", batch_idx, end=False)
+        self._eval(trainer, "on_validation_batch_start", batch_idx)
 
     def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval(trainer, "on_validation_batch_end", batch_idx, end=True)
+        self._eval(trainer, "on_validation_batch_end", batch_idx)
 
     def on_test_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int,
                             dataloader_idx: int = 0) -> None:
-        self._eval(trainer, "on_test_batch_start", batch_idx, end=False)
+        self._eval(trainer, "on_test_batch_start", batch_idx)
 
     def on_test_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                           batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval(trainer, "on_test_batch_end", batch_idx, end=True)
+        self._eval(trainer, "on_test_batch_end", batch_idx)

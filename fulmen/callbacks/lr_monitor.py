@@ -97,6 +97,9 @@ class LearningRateMonitor(Callback):
         betas = "betas" in optimizer.defaults
         for group, name in zip(optimizer.param_groups, names):
             out[name] = group["lr"]
+            if name.endswith("/pg1") and name not in self.lrs and name[: -len("/pg1")] in self.lrs:
+                # A group was added (e.g. by BackboneFinetuning): the history continues as "/pg1", as in Lightning.
+                self.lrs[name] = self.lrs.pop(name[: -len("/pg1")])
             self.lrs.setdefault(name, []).append(group["lr"])
             if self.log_momentum:
                 momentum = group["betas"][0] if betas else group.get("momentum", 0)
