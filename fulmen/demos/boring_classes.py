@@ -65,7 +65,7 @@ class RandomIterableDatasetWithLen(RandomIterableDataset):
         return self.count
 
 
-class BoringModel(LightningModule):
+class BoringModel(LightningModule):  # noqa: FM502 (Lightning's all-in-one test model)
     """A `Linear(32, 2)` regressed towards ones: subclass it and override the one piece under test.
 
     Example:
