@@ -194,7 +194,7 @@ def test_runtime_errors_name_the_doctor_code(tmp_path):
 
 def test_doctor_module_is_not_imported_by_import_fulmen():
     code = "import sys, fulmen; print(sorted(m for m in sys.modules if m.startswith('fulmen.') and m in " \
-           "('fulmen.doctor', 'fulmen.cli', 'fulmen.report')))"
+           "('fulmen.doctor', 'fulmen.doctor_checks', 'fulmen.cli', 'fulmen.report')))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.stdout.strip() == "[]", result.stderr
