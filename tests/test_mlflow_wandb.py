@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -207,6 +208,8 @@ def wandb_records(save_dir: Path) -> list:
             if length == 0 and kind == 0:
                 pos += left
                 continue
+            if pos + 7 + length > len(data):  # still being written
+                break
             buf += data[pos + 7:pos + 7 + length]
             pos += 7 + length
             if kind in (1, 4):  # a full record, or the last chunk of one
@@ -215,6 +218,17 @@ def wandb_records(save_dir: Path) -> list:
                 out.append(record)
                 buf = b""
     return out
+
+
+def finished_records(save_dir: Path, runs: int = 1) -> list:
+    """`wandb_records` once every run's exit record is on disk: wandb's background process
+    may still be writing the log for a moment after `finish()` returns."""
+    deadline = time.monotonic() + 60
+    while True:
+        records = wandb_records(save_dir)
+        if len(of_type(records, "exit")) >= runs or time.monotonic() > deadline:
+            return records
+        time.sleep(0.1)
 
 
 def of_type(records, kind):
@@ -246,7 +260,7 @@ def test_wandb_offline_run_has_config_metrics_checkpoints_and_exit_code(tmp_path
     trainer = mlflow_trainer(tmp_path, logger, max_epochs=2, callbacks=[checkpoint], enable_checkpointing=True)
     trainer.fit(Regressor(lr=0.05, sizes={"hidden": 8}), loader(), loader())
 
-    records = wandb_records(save_dir)
+    records = finished_records(save_dir)
     (run,) = of_type(records, "run")
     assert run.project == "proj" and run.display_name == "first" and run.run_id == logger.version
     config = {}
@@ -275,7 +289,7 @@ def test_wandb_failed_run_exits_with_code_1(tmp_path, wandb_env):
     logger = WandbLogger(save_dir=save_dir, offline=True, prefix="p")
     with pytest.raises(RuntimeError, match="boom"):
         mlflow_trainer(tmp_path, logger).fit(Regressor(fail_at=2), loader())
-    records = wandb_records(save_dir)
+    records = finished_records(save_dir)
     assert [e.exit_code for e in of_type(records, "exit")] == [1]
     assert [r["trainer/global_step"] for r in history_rows(records) if "p-train_loss" in r] == [0, 1]
 

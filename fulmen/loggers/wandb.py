@@ -6,7 +6,7 @@ Lightning 2.x's `WandbLogger`; `offline=True` (or `WANDB_MODE=offline`) writes t
 `save_dir/wandb/` for a later `wandb sync`.
 
 Unlike Lightning, `finalize` ends the wandb run (`finish`, exit code 0 after success, 1 after a
-failure), so that a failed fit shows as failed and everything is on disk when `fit` returns. A
+failure), so that a failed fit shows as failed rather than waiting for the interpreter to exit. A
 later call on the same logger (e.g. `trainer.test` after `fit`) resumes the same run id.
 """
 
