@@ -211,3 +211,14 @@ def test_profiler_report_is_written_after_a_failure(tmp_path):
     calls = {a: int(c[1]) for a, c in table((tmp_path / "fit-perf.txt").read_text()).items()}
     assert calls["[LightningModule]Broken.training_step"] == 3
     assert "training_step" not in vars(model)
+
+
+def test_profiler_names_reports_by_stage(tmp_path):
+    profiler = SimpleProfiler(filename="perf")
+    trainer = quiet_trainer(tmp_path, max_epochs=1, profiler=profiler)
+    model = Regressor()
+    trainer.fit(model, loader())
+    trainer.validate(model, loader(), verbose=False)
+    validate = table((tmp_path / "validate-perf.txt").read_text())
+    assert int(validate["[LightningModule]Regressor.validation_step"][1]) == 4
+    assert "run_training_epoch" in table((tmp_path / "fit-perf.txt").read_text())

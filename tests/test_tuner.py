@@ -252,3 +252,23 @@ def test_scale_batch_size_needs_train_dataloader(tmp_path):
         Tuner(quiet_trainer(tmp_path)).scale_batch_size(Net(), train_dataloaders=loader)
     with pytest.raises(MisconfigurationException, match="Received: mode='triple'"):
         BatchSizeFinder(mode="triple")
+
+
+def test_batch_size_and_lr_live_on_a_datamodule(tmp_path):
+    class Data(pl.LightningDataModule):
+        def __init__(self):
+            super().__init__()
+            self.batch_size = 4
+
+        def train_dataloader(self):
+            return DataLoader(dataset(), batch_size=self.batch_size)
+
+    class Plain(Net):
+        train_dataloader = None  # the datamodule provides the data
+
+    data, model = Data(), Plain(oom_above=40)
+    del model.batch_size, model.hparams["batch_size"]
+    found = Tuner(quiet_trainer(tmp_path)).scale_batch_size(model, datamodule=data, init_val=5, steps_per_trial=1)
+    assert found == data.batch_size == 40  # 5, 10, 20, 40; 80 would be over the dataset's 64
+    finder = Tuner(quiet_trainer(tmp_path)).lr_find(model, datamodule=data, num_training=20)
+    assert len(finder.results["lr"]) == 20 and model.lr == finder.suggestion() is not None
