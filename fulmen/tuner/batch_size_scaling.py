@@ -180,18 +180,21 @@ def _trial(trainer: Trainer, steps: int, meter: _MemoryMeter) -> None:
 
 
 def _try(trainer: Trainer, steps: int, meter: _MemoryMeter) -> bool:
-    """Run a trial: True when it fits, False on out-of-memory; any other error propagates."""
+    """Run a trial: True when it fits (on every process), False on out-of-memory; any other error propagates."""
     _free_memory()
+    fits = True
     try:
         _trial(trainer, steps, meter)
-        return True
     except BaseException as exc:
         if not is_oom_error(exc):
             raise
         trainer._in_batch = False
         del exc  # its traceback holds the failed step's tensors
         _free_memory(force=True)
-        return False
+        fits = False
+    if trainer.world_size > 1:  # all processes take the same next size
+        fits = trainer.strategy.reduce_boolean_decision(fits, all=True)
+    return fits
 
 
 def _next_size(trainer: Trainer, size: int, factor: float, max_val: int) -> tuple[int, bool]:

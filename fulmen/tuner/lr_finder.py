@@ -163,6 +163,8 @@ class _LRCallback(Callback):
         smoothed = self.avg_loss / (1 - self.beta ** (step + 1))
         if self.early_stop_threshold is not None and step > 1 and smoothed > self.early_stop_threshold * self.best_loss:
             trainer.should_stop = True
+        if trainer.world_size > 1:  # as in Lightning: rank 0 decides, so that every process stops together
+            trainer.should_stop = trainer.strategy.broadcast(trainer.should_stop)
         if smoothed < self.best_loss or step == 1:
             self.best_loss = smoothed
         self.losses.append(smoothed)
@@ -274,6 +276,8 @@ def lr_find(
         while not loop._fit_done(trainer):
             loop.run_train_epoch(trainer)
         finder.results = {"lr": recorder.lrs[: len(recorder.losses)], "loss": recorder.losses}
+        if trainer.world_size > 1:  # every process uses rank 0's results, hence the same suggestion
+            finder.results = trainer.strategy.broadcast(finder.results)
     finally:
         snapshot.restore(trainer, saved)
     if update_attr:
