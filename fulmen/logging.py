@@ -13,6 +13,7 @@ Naming follows Lightning: a value logged with both `on_step` and `on_epoch` appe
 from __future__ import annotations
 
 import numbers
+import sys
 from typing import Any
 
 import torch
@@ -85,6 +86,35 @@ class LoggedValue:
                 self.synced = (total / weight).to(self.total.dtype) if self.reduce_fx == "mean" else total
             return self.synced
         return self.total / self.weight if self.reduce_fx == "mean" else self.total
+
+
+class LoggedMetric(LoggedValue):
+    """A torchmetrics `Metric` passed to `self.log`, as in Lightning: the step value is what the
+    metric's last `forward` returned, the epoch value is `compute()` over everything it was updated
+    with (the metric syncs across processes itself), after which the metric is `reset()` for the
+    next epoch. The metric accumulates itself, so `reduce_fx` and `batch_size` do not apply."""
+
+    __slots__ = ("metric",)
+
+    def update(self, value: Any, batch_size: int, batch_counter: int) -> None:
+        self.metric, self.synced = value, None
+        self.updated_at = batch_counter
+        cache = getattr(value, "_forward_cache", None)  # None when the user called .update(), not forward
+        self.step_value = None if cache is None else _as_scalar_tensor(type(value).__name__, cache, False)
+        self.total = value if self.on_epoch else None  # marks that an epoch value exists
+
+    def epoch_value(self) -> torch.Tensor:
+        if self.synced is None:  # computed once, however many views read it; then the metric starts over
+            self.synced = _as_scalar_tensor(type(self.metric).__name__, self.metric.compute(), False)
+            self.metric.reset()
+        return self.synced
+
+
+def _is_metric(value: Any) -> bool:
+    """Whether `value` is a torchmetrics Metric, without importing torchmetrics (when it is not
+    imported, no Metric can exist)."""
+    torchmetrics = sys.modules.get("torchmetrics")
+    return torchmetrics is not None and isinstance(value, torchmetrics.Metric)
 
 
 class Results:
@@ -166,7 +196,10 @@ def log_value(
         strategy = trainer.strategy
         # sync_dist holds the reducing function when there is something to reduce across.
         sync = strategy.all_reduce if sync_dist and strategy.distributed else False
-        entry = LoggedValue(on_step, on_epoch, prog_bar, True if logger is None else logger, fx, sync)
+        if not isinstance(value, torch.Tensor):  # a torchmetrics Metric (see _as_scalar_tensor)
+            entry = LoggedMetric(on_step, on_epoch, prog_bar, True if logger is None else logger, fx, False)
+        else:
+            entry = LoggedValue(on_step, on_epoch, prog_bar, True if logger is None else logger, fx, sync)
         results.values[name] = entry
     elif (entry.on_step, entry.on_epoch, entry.reduce_fx) != (on_step, on_epoch, fx):
         raise MisconfigurationException(
@@ -203,7 +236,7 @@ def _check_forked_names(results: Results, name: str, forked: bool) -> None:
         )
 
 
-def _as_scalar_tensor(name: str, value: Any, enable_graph: bool) -> torch.Tensor:
+def _as_scalar_tensor(name: str, value: Any, enable_graph: bool) -> Any:
     if isinstance(value, torch.Tensor):
         if value.ndim == 0:  # the usual case, e.g. a loss: no shape checks needed
             return value if enable_graph else value.detach()
@@ -217,6 +250,8 @@ def _as_scalar_tensor(name: str, value: Any, enable_graph: bool) -> torch.Tensor
         return value.reshape(()) if value.ndim else value
     if isinstance(value, (bool, numbers.Real)):  # numbers.Real: also NumPy scalars, as Lightning accepts
         return torch.tensor(float(value))
+    if _is_metric(value):  # kept as is: a LoggedMetric computes it at the end of the epoch
+        return value
     raise MisconfigurationException(
         f"self.log({name!r}, value) needs a number or a one-element tensor. "
         f"Received: value of type {type(value).__name__} ({value!r:.60}). "

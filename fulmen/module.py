@@ -60,7 +60,7 @@ class LightningModule(HyperparametersMixin, nn.Module):
             raise MisconfigurationException(
                 f"{type(self).__name__}.__init__ assigned self.{name} before calling super().__init__(). "
                 f"Received: self.{name} = {type(value).__name__}(...) with the module not initialised. "
-                "Fix: make `super().__init__()` the first line of __init__."
+                "Fix: make `super().__init__()` the first line of __init__. (fulmen doctor code FM401)"
             )
         super().__setattr__(name, value)
 
@@ -231,7 +231,7 @@ class LightningModule(HyperparametersMixin, nn.Module):
             raise MisconfigurationException(
                 "manual_backward is for manual optimization, but automatic_optimization is True. "
                 "Fix: set `self.automatic_optimization = False` in __init__, or return the loss "
-                "from training_step and let the Trainer call backward."
+                "from training_step and let the Trainer call backward. (fulmen doctor code FM301)"
             )
         self.trainer._backward(loss, *args, **kwargs)
 

@@ -795,7 +795,8 @@ class Trainer:
         if self._profiler is None:
             self._hooks = HookDispatch(self, model, self.callbacks)
         else:  # decided once here, so a run without a profiler pays nothing per batch
-            self._profiler.setup(stage, None, self.log_dir)  # as in Lightning, one process: no rank in file names
+            # As in Lightning: the rank is in the report's file name only when there are several processes.
+            self._profiler.setup(stage, self.local_rank if self.world_size > 1 else None, self.log_dir)
             self._hooks = instrument(self, model, self.callbacks, self._profiler)
         self._training_step = self.strategy.training_step(model)  # after a profiler wrapped the method
         self._transfer_hooks = tuple(

@@ -1,11 +1,14 @@
-"""Experiment loggers: the `Logger` interface and the built-in TensorBoard and CSV loggers.
+"""Experiment loggers: the `Logger` interface, the built-in TensorBoard and CSV loggers, and
+`MLFlowLogger` / `WandbLogger` for the optional `mlflow` / `wandb` packages.
 
-Importing this package does not import TensorBoard; `TensorBoardLogger` imports it when it
-creates its writer.
+Importing this package imports none of TensorBoard, MLflow or wandb; each logger imports its
+package when it is created.
 """
 
 from fulmen.loggers.base import Logger
 from fulmen.loggers.csv_logs import CSVLogger
+from fulmen.loggers.mlflow import MLFlowLogger  # imports mlflow only when created
 from fulmen.loggers.tensorboard import TensorBoardLogger
+from fulmen.loggers.wandb import WandbLogger  # imports wandb only when created
 
-__all__ = ["CSVLogger", "Logger", "TensorBoardLogger"]
+__all__ = ["CSVLogger", "Logger", "MLFlowLogger", "TensorBoardLogger", "WandbLogger"]
