@@ -128,15 +128,26 @@ class ParallelStrategy(Strategy):
         )
 
     # --- collectives ----------------------------------------------------------------------
+    # Outside the process group (ddp_spawn's calling process, before or after its run) each is the
+    # identity, as for one process.
+    @staticmethod
+    def _grouped() -> bool:
+        return dist.is_available() and dist.is_initialized()
+
     def barrier(self, name: str | None = None) -> None:
-        dist.barrier()
+        if self._grouped():
+            dist.barrier()
 
     def broadcast(self, obj: Any, src: int = 0) -> Any:
+        if not self._grouped():
+            return obj
         box = [obj]
         dist.broadcast_object_list(box, src=src)
         return box[0]
 
     def all_reduce(self, tensor: torch.Tensor, reduce_op: str = "mean") -> torch.Tensor:
+        if not self._grouped():
+            return tensor
         out = tensor.detach().clone()
         if not out.is_floating_point():
             out = out.double()
@@ -144,11 +155,15 @@ class ParallelStrategy(Strategy):
         return out / self.world_size if reduce_op == "mean" else out
 
     def all_gather_object(self, obj: Any) -> list[Any]:
+        if not self._grouped():
+            return [obj]
         out: list[Any] = [None] * self.world_size
         dist.all_gather_object(out, obj)
         return out
 
     def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:  # noqa: A002 (Lightning's name)
+        if not self._grouped():
+            return decision
         votes = torch.tensor(int(bool(decision)), device=self.root_device)
         dist.all_reduce(votes, op=dist.ReduceOp.SUM)
         return int(votes) == self.world_size if all else int(votes) > 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import pickle
 import subprocess
 import sys
 import threading
@@ -93,20 +94,25 @@ def spawn(trainer: Trainer, run: Any, *args: Any) -> Any:
     strategy = trainer.strategy
     queue = mp.get_context("spawn").SimpleQueue()
     os.environ.update(MASTER_ADDR=strategy.env.main_address, MASTER_PORT=str(strategy.env.main_port))
-    mp.start_processes(_spawned, args=(trainer, run, args, queue), nprocs=trainer.num_devices, start_method="spawn")
-    returned = queue.get()
+    # Pickled here, by value: through torch.multiprocessing the processes would share (and all
+    # update) the parameters' memory.
+    payload = pickle.dumps((trainer, run, args))
+    mp.start_processes(_spawned, args=(payload, queue), nprocs=trainer.num_devices, start_method="spawn")
+    returned = pickle.loads(queue.get())  # our own child's data
     _take_back(trainer, returned)
     return returned["result"]
 
 
-def _spawned(local_rank: int, trainer: Trainer, run: Any, args: tuple, queue: Any) -> None:
+def _spawned(local_rank: int, payload: bytes, queue: Any) -> None:
+    trainer, run, args = pickle.loads(payload)
     strategy = trainer.strategy
     os.environ.update(LOCAL_RANK=str(local_rank), WORLD_SIZE=str(strategy.world_size), FULMEN_LAUNCHED="1")
     strategy.set_ranks(local_rank)
     strategy.launched = True
     result = run(trainer, *args)
     if trainer.is_global_zero:
-        queue.put(_results_of(trainer, result))
+        # As bytes: a tensor sent as itself would be shared through this process, which is about to exit.
+        queue.put(pickle.dumps(_results_of(trainer, result)))
 
 
 def _results_of(trainer: Trainer, result: Any) -> dict[str, Any]:

@@ -1,0 +1,156 @@
+"""One training run that tests/test_distributed.py starts as several real processes (torchrun,
+`devices=N` from plain python, ddp_spawn, SLURM-style variables) and reads back.
+
+Each rank writes `<out>/rank<R>.json` with what it saw: the sample indices of every batch, its
+parameters after fit, the metrics, the checkpoint paths, and its predictions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Dataset
+
+import fulmen as pl
+from fulmen.callbacks import EarlyStopping, ModelCheckpoint
+from fulmen.loggers import CSVLogger
+from fulmen.strategies import DDPStrategy, FSDPStrategy
+
+N_SAMPLES, FEATURES = 64, 4
+
+
+class Indexed(Dataset):
+    """Sample i is (i, x_i, y_i), so each rank can report exactly which samples it trained on."""
+
+    def __init__(self) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.x, self.y = torch.randn(N_SAMPLES, FEATURES, generator=g), torch.randn(N_SAMPLES, 1, generator=g)
+
+    def __len__(self) -> int:
+        return N_SAMPLES
+
+    def __getitem__(self, i: int):
+        return i, self.x[i], self.y[i]
+
+
+class Net(pl.LightningModule):
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__()
+        self.args = args
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Linear(FEATURES, 8), nn.Tanh(), nn.Linear(8, 1))
+        self.seen: list[list[int]] = []
+
+    def forward(self, x):
+        return self.body(x)
+
+    def training_step(self, batch, batch_idx):
+        idx, x, y = batch
+        if self.args.fail_rank is not None and self.global_rank == self.args.fail_rank and self.global_step == 3:
+            raise RuntimeError(f"planted failure on rank {self.global_rank}")
+        if self.args.user_stop_step is not None and self.global_rank == 1 and self.global_step == self.args.user_stop_step:
+            self.trainer.should_stop = True  # one rank alone decides to stop, mid-epoch
+        self.seen.append([int(i) for i in idx])
+        loss = F.mse_loss(self(x), y)
+        self.log("train_loss", loss, sync_dist=True, on_step=True, on_epoch=True)
+        # A value that differs by rank, reduced across ranks: its epoch value is the global mean.
+        self.log("rank_value", x.new_tensor(float(self.global_rank)), sync_dist=True, on_epoch=True, on_step=False)
+        self.log("rank_sum", x.new_tensor(float(self.global_rank + 1)), sync_dist=True, reduce_fx="sum",
+                 on_epoch=True, on_step=False)
+        if self.args.stop_rank is not None:
+            # Logged without sync_dist: only one rank's value falls, so only its EarlyStopping wants to stop.
+            value = 1.0 / (1 + self.current_epoch) if self.global_rank == self.args.stop_rank else float(self.current_epoch)
+            self.log("local_metric", x.new_tensor(value), on_epoch=True, on_step=False)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        idx, x, y = batch
+        self.log("val_loss", F.mse_loss(self(x), y), sync_dist=True)
+
+    def predict_step(self, batch, batch_idx):
+        idx, x, _ = batch
+        return {"idx": idx.tolist(), "pred": self(x).squeeze(-1).tolist()}
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+
+
+class StopOnRank(EarlyStopping):
+    """EarlyStopping that wants to stop on one rank only (its monitored value differs)."""
+
+
+def strategy_of(args: argparse.Namespace):
+    if args.strategy == "fsdp":
+        return FSDPStrategy(state_dict_type=args.state_dict_type, timeout=dt.timedelta(seconds=args.timeout))
+    if args.strategy in ("ddp", "ddp_spawn"):
+        return DDPStrategy(start_method="spawn" if args.strategy == "ddp_spawn" else "popen",
+                           timeout=dt.timedelta(seconds=args.timeout))
+    return args.strategy
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--strategy", default="ddp")
+    parser.add_argument("--devices", default="auto")
+    parser.add_argument("--num-nodes", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--accumulate", type=int, default=1)
+    parser.add_argument("--fail-rank", type=int, default=None)
+    parser.add_argument("--stop-rank", type=int, default=None)
+    parser.add_argument("--timeout", type=float, default=60)
+    parser.add_argument("--state-dict-type", default="full")
+    parser.add_argument("--resume", default=None)
+    parser.add_argument("--max-steps", type=int, default=-1)
+    parser.add_argument("--user-stop-step", type=int, default=None)
+    args = parser.parse_args(argv)
+
+    pl.seed_everything(0)
+    devices = args.devices if args.devices == "auto" else int(args.devices)
+    callbacks = [ModelCheckpoint(dirpath=os.path.join(args.out, "ckpt"), save_top_k=-1, filename="{epoch}-{step}")]
+    if args.stop_rank is not None:
+        callbacks.append(StopOnRank(monitor="local_metric", patience=0, min_delta=0.0, mode="max", check_on_train_epoch_end=True))
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=devices, num_nodes=args.num_nodes, strategy=strategy_of(args),
+        max_epochs=args.epochs, max_steps=args.max_steps, accumulate_grad_batches=args.accumulate,
+        logger=CSVLogger(args.out, name="logs"), callbacks=callbacks,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1,
+        default_root_dir=args.out,
+    )
+    model = Net(args)
+    data = Indexed()
+    train = DataLoader(data, batch_size=args.batch_size, shuffle=False)
+    val = DataLoader(data, batch_size=8)
+    trainer.fit(model, train, val, ckpt_path=args.resume)
+    predictions = trainer.predict(model, DataLoader(data, batch_size=5))  # 64 = 12 * 5 + 4: uneven on purpose
+
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True)) if args.strategy == "fsdp" \
+        else model.state_dict()
+    report = {
+        "rank": trainer.global_rank, "local_rank": trainer.local_rank, "node_rank": trainer.node_rank,
+        "world_size": trainer.world_size, "strategy": trainer.strategy.name,
+        "seen": model.seen, "epochs_run": trainer.current_epoch, "global_step": trainer.global_step,
+        "params": {k: v.detach().cpu().flatten().tolist() for k, v in state.items()},
+        "callback_metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
+        "checkpoints": sorted(os.listdir(os.path.join(args.out, "ckpt"))) if os.path.isdir(os.path.join(args.out, "ckpt")) else [],
+        "best_model_path": trainer.checkpoint_callback.best_model_path,
+        "log_dir": trainer.log_dir,
+        "predictions": predictions,
+        "pid": os.getpid(),
+    }
+    with open(os.path.join(args.out, f"rank{trainer.global_rank}.json"), "w") as f:
+        json.dump(report, f)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
