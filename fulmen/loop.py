@@ -87,8 +87,8 @@ def _max_steps_reached(trainer: Trainer) -> bool:
 
 def _fit_done(trainer: Trainer) -> bool:
     s = trainer.state
-    if trainer.strategy.distributed:  # e.g. EarlyStopping on one rank's metrics: all ranks stop together
-        s.should_stop = trainer.strategy.stop_vote(s.should_stop, settle=True)
+    if trainer.strategy.distributed:  # e.g. a stop asked for in one rank's epoch-end hook
+        _agree_on_stop(trainer, settle=True)
     if _max_steps_reached(trainer) or (trainer.max_epochs != -1 and s.epoch >= trainer.max_epochs):
         return True
     if trainer.num_training_batches == 0:
@@ -109,13 +109,22 @@ def _fit_done(trainer: Trainer) -> bool:
     return False
 
 
+def _deadline_passed(trainer: Trainer) -> bool:
+    return trainer._deadline is not None and time.monotonic() >= trainer._deadline
+
+
 def _stop_requested(trainer: Trainer) -> bool:
-    if trainer._deadline is not None and time.monotonic() >= trainer._deadline:
+    if not trainer.strategy.distributed and _deadline_passed(trainer):  # distributed: part of the vote
         trainer.state.should_stop = True
-    if trainer.strategy.distributed:
-        # Every rank must leave the epoch at the same batch, or the others wait in a collective forever.
-        trainer.state.should_stop = trainer.strategy.stop_vote(trainer.state.should_stop)
     return trainer.state.should_stop and _min_reached(trainer)
+
+
+def _agree_on_stop(trainer: Trainer, settle: bool = False) -> None:
+    """Several processes: every rank must take the same path after a batch (validate because of a
+    stop, leave the epoch), or the others wait in a collective forever. A stop asked for by any
+    rank (or its clock, for max_time) becomes every rank's; see `ParallelStrategy.stop_vote`."""
+    s = trainer.state
+    s.should_stop = trainer.strategy.stop_vote(s.should_stop or _deadline_passed(trainer), settle)
 
 
 def run_sanity_check(trainer: Trainer) -> None:
@@ -163,6 +172,8 @@ def run_train_epoch(trainer: Trainer) -> None:
         log_at = s.log_step
         if train_batch(trainer, results, batch, batch_idx) == _STOP_EPOCH:
             break
+        if trainer.strategy.distributed:
+            _agree_on_stop(trainer)
         is_last = batch_idx + 1 == limit
         validated_at_end = _maybe_validate(trainer, batch_idx, is_last, log_at)
         _run_after_batch(trainer)
@@ -408,6 +419,8 @@ def _maybe_validate(trainer: Trainer, batch_idx: int, is_last: bool, log_at: int
     if counter % trainer.val_check_batch != 0 and not (s.should_stop and _min_reached(trainer)):
         return False
     run_evaluation(trainer, RunningStage.VALIDATING, log_at)
+    if trainer.strategy.distributed:  # a stop asked for during validation, e.g. by a callback on one rank
+        _agree_on_stop(trainer, settle=True)
     return is_last
 
 

@@ -730,6 +730,7 @@ class Trainer:
             raise
         finally:
             self._preemption = None
+            self._training_step = None  # may hold the strategy's DDP wrapper
             if self._profiler is not None:
                 finish_profiling(self)  # the report, written also after a failure
             self.state.stage = None

@@ -32,15 +32,21 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 TIMEOUT = 120  # seconds for one launch: far above a normal run (~5 s), far below CI's limit
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def _free_port(candidates: range | None = None) -> int:
+    """A port nobody listens on: any (the kernel picks), or the first free one of `candidates`."""
+    for port in candidates or [0]:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise RuntimeError(f"no free port in {candidates}")
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "MASTER_", "LOCAL_RANK", "NODE_RANK"))}
-    env.update(FULMEN_DOCTOR="0", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
+    env.update(FULMEN_DOCTOR="0", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1", **extra)
     return env
 
 
@@ -176,9 +182,7 @@ def test_two_nodes_rendezvous_on_localhost(tmp_path, torchrun_run):
 
 
 def test_slurm_variables_place_each_task(tmp_path, torchrun_run):
-    port = _free_port()
-    while not 15000 <= port <= 24999:  # SLURM's port is 15000 + the job id's last four digits
-        port = _free_port()
+    port = _free_port(range(15000, 25000))  # SLURM's port is 15000 + the job id's last four digits
     slurm = dict(SLURM_NTASKS="2", SLURM_NODEID="0", SLURM_JOB_NODELIST="127.0.0.1", SLURM_JOB_ID=str(port - 15000),
                  SLURM_JOB_NAME="train", SLURM_NTASKS_PER_NODE="2")
     _launch_together([

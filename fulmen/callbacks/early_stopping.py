@@ -92,6 +92,8 @@ class EarlyStopping(MonitorCallback):
         if current is None:
             return
         should_stop, reason = self._evaluate(current)
+        # As in Lightning: with several processes, one rank's decision to stop is everyone's.
+        should_stop = trainer.strategy.reduce_boolean_decision(should_stop, all=False)
         trainer.should_stop = trainer.should_stop or should_stop
         if should_stop:
             self.stopped_epoch = trainer.current_epoch

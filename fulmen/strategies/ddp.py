@@ -8,8 +8,10 @@ the synchronisation. Batches that only accumulate gradients run under `no_sync()
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime as dt
+import gc
 import os
 import time
 from pathlib import Path
@@ -53,6 +55,14 @@ def call_through(wrapper: torch.nn.Module, module: torch.nn.Module, method: Any,
         return wrapper(*args)
     finally:
         restore()
+
+
+def _leave_group() -> None:
+    # Free the (usually cyclic) garbage first: a DDP wrapper still alive holds the process group,
+    # and one destroyed only during interpreter shutdown aborts the process.
+    gc.collect()
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 class ParallelStrategy(Strategy):
@@ -109,6 +119,8 @@ class ParallelStrategy(Strategy):
             torch.cuda.set_device(self.root_device)
         backend = self.process_group_backend or ("nccl" if self.accelerator == "cuda" else "gloo")
         dist.init_process_group(backend, rank=self.global_rank, world_size=self.world_size, timeout=self.timeout)
+        # Closed before the interpreter exits: a gloo thread still running then aborts the process.
+        atexit.register(_leave_group)
 
     def explain_failure(self, exc: BaseException) -> BaseException | None:
         """A clearer error when `exc` came from another rank failing (found by rank 0's watcher)."""

@@ -113,6 +113,12 @@ def _spawned(local_rank: int, payload: bytes, queue: Any) -> None:
     if trainer.is_global_zero:
         # As bytes: a tensor sent as itself would be shared through this process, which is about to exit.
         queue.put(pickle.dumps(_results_of(trainer, result)))
+    # Leave together, and close the process group before the interpreter exits: a gloo thread
+    # still running at exit aborts the process.
+    import torch.distributed as dist
+
+    strategy.barrier("spawn_end")
+    dist.destroy_process_group()
 
 
 def _results_of(trainer: Trainer, result: Any) -> dict[str, Any]:

@@ -1,0 +1,156 @@
+"""DDP on 2 CPU processes (gloo): steps per second of a raw PyTorch DDP loop, fulmen and Lightning.
+
+    python bench/ddp.py [--repeats 5] [--steps 600]
+
+Each measurement is one `torchrun --nproc_per_node=2` launch of this file in worker mode; the
+launches are interleaved (raw, fulmen, Lightning, raw, ...) so that machine noise hits all three
+alike. Rank 0 times steps WARMUP..STEPS of the same model, data and optimizer in all three, and
+the table shows medians and fulmen/raw (target >= 0.97). Results: bench/results/ddp.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+FRAMEWORKS = ("raw", "fulmen", "lightning")
+WARMUP, BATCH = 100, 64
+RESULTS = Path(__file__).parent / "results"
+
+
+# --- worker: runs inside each torchrun process ----------------------------------------------------
+def worker(framework: str, steps: int, out: str) -> None:
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.set_num_threads(1)
+    marks: list[float] = []
+
+    def tick(step: int) -> None:
+        if step in (WARMUP, steps - 1):
+            marks.append(time.perf_counter())
+
+    def model() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(32, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
+
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(BATCH * 2 * 100, 32, generator=g), torch.randint(0, 10, (BATCH * 2 * 100,), generator=g))
+
+    if framework == "raw":
+        import torch.distributed as dist
+        from torch.nn.parallel import DistributedDataParallel
+        from torch.utils.data import DistributedSampler
+
+        dist.init_process_group("gloo")
+        net = DistributedDataParallel(model())
+        opt = torch.optim.SGD(net.parameters(), lr=0.01)
+        sampler = DistributedSampler(data, shuffle=True, seed=0)
+        loader = DataLoader(data, batch_size=BATCH, sampler=sampler)
+        step, epoch = 0, 0
+        while step < steps:
+            sampler.set_epoch(epoch)
+            for x, y in loader:
+                tick(step)
+                loss = F.cross_entropy(net(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                step += 1
+                if step >= steps:
+                    break
+            epoch += 1
+        rank = dist.get_rank()
+    else:
+        import importlib
+        import logging
+
+        logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+        pl = importlib.import_module("fulmen" if framework == "fulmen" else "pytorch_lightning")
+
+        class Net(pl.LightningModule):
+            def __init__(self) -> None:
+                super().__init__()
+                self.net = model()
+                self.step_count = 0
+
+            def training_step(self, batch, batch_idx):
+                tick(self.step_count)
+                self.step_count += 1
+                x, y = batch
+                return F.cross_entropy(self.net(x), y)
+
+            def configure_optimizers(self):
+                return torch.optim.SGD(self.parameters(), lr=0.01)
+
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer = pl.Trainer(
+                accelerator="cpu", devices=2, strategy="ddp", max_steps=steps, logger=False,
+                enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp,
+            )
+            trainer.fit(Net(), DataLoader(data, batch_size=BATCH, shuffle=True))
+        rank = trainer.global_rank
+    if rank == 0:
+        Path(out).write_text(json.dumps({"steps_per_s": (steps - 1 - WARMUP) / (marks[1] - marks[0])}))
+
+
+# --- driver --------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def measure(framework: str, steps: int) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "result.json")
+        env = {**os.environ, "FULMEN_DOCTOR": "0", "OMP_NUM_THREADS": "1"}
+        subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+             __file__, "--worker", framework, "--steps", str(steps), "--out", out],
+            env=env, check=True, capture_output=True, timeout=600,
+        )
+        return json.loads(Path(out).read_text())["steps_per_s"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--worker", choices=FRAMEWORKS)
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args.worker, args.steps, args.out)
+
+    samples: dict[str, list[float]] = {name: [] for name in FRAMEWORKS}
+    for _ in range(args.repeats):
+        for name in FRAMEWORKS:
+            samples[name].append(measure(name, args.steps))
+    median = {name: statistics.median(values) for name, values in samples.items()}
+    ratio = median["fulmen"] / median["raw"]
+    print(f"DDP, 2 CPU processes (gloo), MLP 32-256-256-10, batch {BATCH} per process, {args.steps} steps, "
+          f"{args.repeats} interleaved repeats")
+    print(f"{'':10}{'raw':>10}{'fulmen':>10}{'Lightning':>11}{'ful/raw':>9}{'Lit/raw':>9}  target")
+    print(f"{'steps/s':10}{median['raw']:10.1f}{median['fulmen']:10.1f}{median['lightning']:11.1f}"
+          f"{ratio:9.3f}{median['lightning'] / median['raw']:9.3f}  fulmen/raw >= 0.97  {'met' if ratio >= 0.97 else 'MISSED'}")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "ddp.json").write_text(json.dumps(
+        {"date": time.strftime("%Y-%m-%d"), "repeats": args.repeats, "steps": args.steps, "samples": samples,
+         "median_steps_per_s": median, "fulmen_over_raw": ratio, "lightning_over_raw": median["lightning"] / median["raw"]},
+        indent=2,
+    ))
+
+
+if __name__ == "__main__":
+    main()
