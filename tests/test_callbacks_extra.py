@@ -573,7 +573,7 @@ def test_pruning_global_over_epochs_with_lottery_ticket_and_checkpoint(tmp_path)
         t.save_checkpoint(tmp_path / f"e{t.current_epoch}.ckpt"))))
     trainer.fit(model, loader())
     weights = [model.net[0].weight, model.net[2].weight]
-    total = sum(w.numel() for w in weights)  # 24 + 6 = 30
+    assert sum(w.numel() for w in weights) == 30  # 24 + 6
     zeros = sum((w == 0).sum().item() for w in weights)
     # 25% of 30 = 7.5 -> 8 after epoch 0 (torch rounds), then 25% of the 22 left = 5.5 -> 6 more.
     assert zeros == 8 + 6

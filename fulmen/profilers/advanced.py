@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import cProfile
 import io
 import os
-import pstats
 from pathlib import Path
+from typing import Any
 
 from fulmen.profilers.profiler import Profiler
 
@@ -40,7 +39,7 @@ class AdvancedProfiler(Profiler):
         line_count_restriction: float = 1.0, dump_stats: bool = False,
     ) -> None:
         super().__init__(dirpath=dirpath, filename=filename)
-        self.profiled_actions: dict[str, cProfile.Profile] = {}
+        self.profiled_actions: dict[str, Any] = {}  # action -> cProfile.Profile
         self.line_count_restriction = line_count_restriction
         self.dump_stats = dump_stats
         self._active: list[str] = []
@@ -48,6 +47,8 @@ class AdvancedProfiler(Profiler):
     def start(self, action_name: str) -> None:
         if self._active:
             self.profiled_actions[self._active[-1]].disable()
+        import cProfile  # here, not at the top: `import fulmen` imports every profiler module
+
         profiler = self.profiled_actions.setdefault(action_name, cProfile.Profile())
         self._active.append(action_name)
         profiler.enable()
@@ -72,6 +73,8 @@ class AdvancedProfiler(Profiler):
                 profiler.dump_stats(os.path.join(os.fspath(self.dirpath), self._prepare_filename(action, ".prof")))
             buffer = io.StringIO()
             try:
+                import pstats
+
                 stats = pstats.Stats(profiler, stream=buffer)
             except TypeError:  # an action that ran no Python code has no stats to print
                 continue

@@ -128,11 +128,12 @@ class ParallelStrategy(Strategy):
         if copies is None:
             return None
         deadline = time.monotonic() + 5.0  # the failed process may still be exiting
-        while copies.failed is None and time.monotonic() < deadline and any(p.poll() is None for p in copies.procs):
+        while copies.first_failure() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        if copies.failed is None:
+        failure = copies.first_failure()
+        if failure is None:
             return None
-        rank, code = copies.failed
+        rank, code = failure
         return DistributedFailure(
             f"Rank {rank} of {self.world_size} failed (exit code {code}; its traceback is printed above), so rank "
             f"{self.global_rank} stopped too. Received: {type(exc).__name__}: {str(exc)[:200]}. "

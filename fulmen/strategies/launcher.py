@@ -50,17 +50,22 @@ class ScriptCopies:
         threading.Thread(target=self._watch, name="fulmen-rank-watch", daemon=True).start()
         atexit.register(self.wait)
 
-    def _watch(self) -> None:
-        while self.failed is None:
+    def first_failure(self) -> tuple[int, int] | None:
+        """(global rank, exit code) of the first copy found to have failed, if any."""
+        if self.failed is None:
             for local_rank, proc in enumerate(self.procs, start=1):
                 code = proc.poll()
                 if code not in (None, 0):
                     self.failed = (self.env.node_rank * self.devices + local_rank, code)
-                    self.terminate()
-                    return
+                    break
+        return self.failed
+
+    def _watch(self) -> None:
+        while self.first_failure() is None:
             if all(p.poll() is not None for p in self.procs):
                 return
             time.sleep(0.1)
+        self.terminate()
 
     def terminate(self) -> None:
         for proc in self.procs:
