@@ -1,6 +1,6 @@
 """DDP on 2 CPU processes (gloo): steps per second of a raw PyTorch DDP loop, fulmen and Lightning.
 
-    python bench/ddp.py [--repeats 5] [--steps 600]
+    python bench/ddp.py [--repeats 7] [--steps 1500]
 
 Each measurement is one `torchrun --nproc_per_node=2` launch of this file in worker mode; the
 launches are interleaved (raw, fulmen, Lightning, raw, ...) so that machine noise hits all three
@@ -71,6 +71,11 @@ def worker(framework: str, steps: int, out: str) -> None:
                     break
             epoch += 1
         rank = dist.get_rank()
+        # Free DDP (it holds the group), then close the group together while the interpreter is
+        # whole: otherwise gloo can abort the process at exit.
+        del net, opt
+        dist.barrier()
+        dist.destroy_process_group()
     else:
         import importlib
         import logging
@@ -115,18 +120,20 @@ def measure(framework: str, steps: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "result.json")
         env = {**os.environ, "FULMEN_DOCTOR": "0", "OMP_NUM_THREADS": "1"}
-        subprocess.run(
+        proc = subprocess.run(
             [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
              __file__, "--worker", framework, "--steps", str(steps), "--out", out],
-            env=env, check=True, capture_output=True, timeout=600,
+            env=env, capture_output=True, text=True, timeout=600,
         )
+        if proc.returncode != 0:
+            raise RuntimeError(f"the {framework} run failed:\n{proc.stderr[-3000:]}")
         return json.loads(Path(out).read_text())["steps_per_s"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--worker", choices=FRAMEWORKS)
     parser.add_argument("--out")
     args = parser.parse_args()

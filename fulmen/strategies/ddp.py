@@ -57,14 +57,6 @@ def call_through(wrapper: torch.nn.Module, module: torch.nn.Module, method: Any,
         restore()
 
 
-def _leave_group() -> None:
-    # Free the (usually cyclic) garbage first: a DDP wrapper still alive holds the process group,
-    # and one destroyed only during interpreter shutdown aborts the process.
-    gc.collect()
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
-
 class ParallelStrategy(Strategy):
     """What DDP and FSDP share: the processes, the process group, and the collectives."""
 
@@ -119,8 +111,26 @@ class ParallelStrategy(Strategy):
             torch.cuda.set_device(self.root_device)
         backend = self.process_group_backend or ("nccl" if self.accelerator == "cuda" else "gloo")
         dist.init_process_group(backend, rank=self.global_rank, world_size=self.world_size, timeout=self.timeout)
-        # Closed before the interpreter exits: a gloo thread still running then aborts the process.
-        atexit.register(_leave_group)
+        atexit.register(self._leave_group)
+
+    def _leave_group(self) -> None:
+        """At exit: close the process group while the interpreter is whole, all ranks together.
+
+        Gloo work still referenced during interpreter shutdown, or a rank closing its connections
+        while another still uses them, aborts the process ("terminate called without an active
+        exception"). So: free the (usually cyclic) garbage that holds the DDP wrapper, wait for
+        the other ranks (not after a failure: they may be gone), then destroy the group.
+        """
+        gc.collect()
+        if not self._grouped():
+            return
+        if not self.failing:
+            with contextlib.suppress(Exception):  # a rank that died: nothing left to wait for
+                if dist.get_backend() == "gloo":
+                    dist.monitored_barrier(timeout=dt.timedelta(seconds=60))
+                else:
+                    dist.barrier()
+        dist.destroy_process_group()
 
     def explain_failure(self, exc: BaseException) -> BaseException | None:
         """A clearer error when `exc` came from another rank failing (found by rank 0's watcher)."""
