@@ -183,7 +183,7 @@ class BoringDataModule(LightningDataModule):
         return DataLoader(self.random_predict)
 
 
-class BoringDataModuleNoLen(LightningDataModule):
+class BoringDataModuleNoLen(BoringDataModule):
     """`BoringDataModule` over iterable datasets without a length (512/128/256/64 items)."""
 
     def setup(self, stage: str) -> None:
@@ -195,15 +195,3 @@ class BoringDataModuleNoLen(LightningDataModule):
             self.random_test = RandomIterableDataset(32, 256)
         if stage == "predict":
             self.random_predict = RandomIterableDataset(32, 64)
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.random_train)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.random_val)
-
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.random_test)
-
-    def predict_dataloader(self) -> DataLoader:
-        return DataLoader(self.random_predict)

@@ -103,6 +103,45 @@ class Logger(ABC):
         """Called after `ModelCheckpoint` writes a checkpoint (e.g. to upload it). Does nothing by default."""
 
 
+class CheckpointUploadingLogger(Logger):
+    """A logger that uploads checkpoints as artifacts (`log_model`): True uploads the ModelCheckpoint's
+    files once, at the end of the run; "all" (or `save_top_k=-1`) uploads each as it is saved.
+    Subclasses set `_log_model` and implement `_scan_and_log_checkpoints(checkpoint_callback)`."""
+
+    _log_model: Any = False
+    _checkpoint_callback: Any = None  # remembered for the upload at the end
+
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        if checkpoint_callback is None or not self._log_model:
+            return
+        if self._log_model == "all" or getattr(checkpoint_callback, "save_top_k", 1) == -1:
+            self._scan_and_log_checkpoints(checkpoint_callback)
+        else:
+            self._checkpoint_callback = checkpoint_callback
+
+    def _scan_and_log_checkpoints(self, checkpoint_callback: Any) -> None:
+        raise NotImplementedError
+
+
+def new_checkpoints(checkpoint_callback: Any, logged: dict[str, float]) -> list[tuple[str, Any]]:
+    """(path, score) of the callback's checkpoints not logged yet or rewritten since, oldest first."""
+    found: dict[str, Any] = {}
+    for path, score in dict(getattr(checkpoint_callback, "best_k_models", {}) or {}).items():
+        found[path] = score
+    for attr in ("last_model_path", "best_model_path"):
+        path = getattr(checkpoint_callback, attr, "")
+        if path and path not in found:
+            found[path] = getattr(checkpoint_callback, "best_model_score", None) if attr == "best_model_path" else None
+    fresh = []
+    for path, score in found.items():
+        if not os.path.isfile(path):
+            continue
+        mtime = os.path.getmtime(path)
+        if logged.get(path) != mtime:
+            fresh.append((mtime, path, score))
+    return [(path, score) for _, path, score in sorted(fresh, key=lambda item: item[0])]
+
+
 class _VersionedDirLogger(Logger):
     """A logger that writes into `save_dir/name/version_N`, choosing N on first use.
 

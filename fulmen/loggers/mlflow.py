@@ -21,7 +21,9 @@ from typing import Any, Literal
 
 from fulmen._yaml import dump_yaml
 from fulmen.errors import warn_once
-from fulmen.loggers.base import Logger, _convert_params, _flatten_dict, _python_number, _to_plain
+from fulmen.loggers.base import (
+    CheckpointUploadingLogger, _convert_params, _flatten_dict, _python_number, _to_plain, new_checkpoints,
+)
 
 __all__ = ["MLFlowLogger"]
 
@@ -41,7 +43,7 @@ def _import_mlflow() -> Any:
     return mlflow
 
 
-class MLFlowLogger(Logger):
+class MLFlowLogger(CheckpointUploadingLogger):
     """Logs to MLflow: parameters, metrics with their steps, and (with `log_model`) checkpoints.
 
     Args:
@@ -215,16 +217,8 @@ class MLFlowLogger(Logger):
         self._finalized_status = mlflow_status
 
     # --- checkpoints ------------------------------------------------------------------------
-    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
-        if checkpoint_callback is None or not self._log_model:
-            return
-        if self._log_model == "all" or getattr(checkpoint_callback, "save_top_k", 1) == -1:
-            self._scan_and_log_checkpoints(checkpoint_callback)
-        else:
-            self._checkpoint_callback = checkpoint_callback
-
     def _scan_and_log_checkpoints(self, checkpoint_callback: Any) -> None:
-        for path, score in _new_checkpoints(checkpoint_callback, self._logged_model_time):
+        for path, score in new_checkpoints(checkpoint_callback, self._logged_model_time):
             metadata = {
                 "score": _python_number(score),
                 "original_filename": Path(path).name,
@@ -243,25 +237,6 @@ class MLFlowLogger(Logger):
                 Path(tmp, "aliases.txt").write_text(str(aliases), encoding="utf-8")
                 self.experiment.log_artifacts(self.run_id, tmp, artifact_path)
             self._logged_model_time[path] = os.path.getmtime(path)
-
-
-def _new_checkpoints(checkpoint_callback: Any, logged: dict[str, float]) -> list[tuple[str, Any]]:
-    """(path, score) of the callback's checkpoints not logged yet or rewritten since, oldest first."""
-    found: dict[str, Any] = {}
-    for path, score in dict(getattr(checkpoint_callback, "best_k_models", {}) or {}).items():
-        found[path] = score
-    for attr in ("last_model_path", "best_model_path"):
-        path = getattr(checkpoint_callback, attr, "")
-        if path and path not in found:
-            found[path] = getattr(checkpoint_callback, "best_model_score", None) if attr == "best_model_path" else None
-    fresh = []
-    for path, score in found.items():
-        if not os.path.isfile(path):
-            continue
-        mtime = os.path.getmtime(path)
-        if logged.get(path) != mtime:
-            fresh.append((mtime, path, score))
-    return [(path, score) for _, path, score in sorted(fresh, key=lambda item: item[0])]
 
 
 def _resolve_tags(tags: dict[str, str]) -> dict[str, str]:

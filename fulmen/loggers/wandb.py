@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fulmen.errors import warn_once
-from fulmen.loggers.base import Logger, _convert_params, _to_plain
-from fulmen.loggers.mlflow import _new_checkpoints
+from fulmen.loggers.base import CheckpointUploadingLogger, _convert_params, _to_plain, new_checkpoints
 
 __all__ = ["WandbLogger"]
 
@@ -35,7 +34,7 @@ def _import_wandb() -> Any:
     return wandb
 
 
-class WandbLogger(Logger):
+class WandbLogger(CheckpointUploadingLogger):
     """Logs to Weights & Biases.
 
     Args:
@@ -152,14 +151,6 @@ class WandbLogger(Logger):
         """Record gradients / parameters every `log_freq` steps and the model graph (`wandb.watch`)."""
         self.experiment.watch(model, log=log, log_freq=log_freq, log_graph=log_graph)
 
-    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
-        if checkpoint_callback is None or not self._log_model:
-            return
-        if self._log_model == "all" or getattr(checkpoint_callback, "save_top_k", 1) == -1:
-            self._scan_and_log_checkpoints(checkpoint_callback)
-        else:
-            self._checkpoint_callback = checkpoint_callback
-
     def finalize(self, status: str) -> None:
         """Log checkpoints still due (after success), then end the run: exit code 0, or 1 if it failed."""
         if self._experiment is None:
@@ -171,7 +162,7 @@ class WandbLogger(Logger):
 
     def _scan_and_log_checkpoints(self, checkpoint_callback: Any) -> None:
         wandb = _import_wandb()
-        for path, score in _new_checkpoints(checkpoint_callback, self._logged_model_time):
+        for path, score in new_checkpoints(checkpoint_callback, self._logged_model_time):
             metadata = _to_plain({
                 "score": score,
                 "original_filename": Path(path).name,
