@@ -26,6 +26,7 @@ import os
 import pathlib
 import pickle
 import re
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -83,6 +84,19 @@ def stale_temp_files(directory: str | Path) -> list[Path]:
     (`.<name>.ckpt.<random>.tmp`); the files they were meant to replace are intact."""
     directory = Path(directory)
     return sorted(directory.glob(".*.ckpt.*.tmp")) if directory.is_dir() else []
+
+
+def restore_replaced_sharded(directory: str | Path) -> None:
+    """Finish what a sharded save killed mid-swap left: it moves the previous checkpoint directory
+    aside as `.<name>.old` before moving the new one in. If `<name>` is missing, the old one is
+    put back; otherwise the aside copy is deleted."""
+    directory = Path(directory)
+    for aside in directory.glob(".*.ckpt.old") if directory.is_dir() else []:
+        target = aside.with_name(aside.name[1 : -len(".old")])
+        if target.exists():
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.replace(aside, target)
 
 
 # Classes that PyTorch Lightning checkpoints hold in their hyperparameters besides plain data, and

@@ -257,7 +257,9 @@ def test_accumulation_syncs_gradients_once_per_window_and_matches_one_process(tm
     r0, r1 = _ranks(tmp_path)
     assert r0["params"] == r1["params"]
     _assert_params_close(r0["params"], reference["params"])  # 2 ranks x 2 batches of 2 = one batch of 8
-    assert r0["global_step"] == 16
+    assert r0["global_step"] == 16 and r0["batches_trained"] == 32
+    # Gradients crossed the network once per optimizer step (one bucket: a small model), not once per batch.
+    assert r0["synced_buckets"] == r1["synced_buckets"] == 16
 
 
 # --- FSDP2 ---------------------------------------------------------------------------------------
@@ -326,3 +328,21 @@ def test_strategy_objects_reject_bad_options():
         DDPStrategy(start_method="fork")
     with pytest.raises(MisconfigurationException, match=r"Received: 'partial'"):
         FSDPStrategy(state_dict_type="partial")
+
+
+def test_a_sharded_save_killed_mid_way_is_cleaned_up_or_put_back(tmp_path):
+    """What save_sharded can leave when killed: a staging directory (removed), or the previous
+    checkpoint moved aside as .<name>.old with the new one not in place yet (put back)."""
+    ckpt = tmp_path / "ckpt"
+    (ckpt / ".epoch=0-step=8.ckpt.x1y2.tmp").mkdir(parents=True)
+    (ckpt / ".epoch=0-step=8.ckpt.x1y2.tmp" / "__0_0.distcp").write_bytes(b"partial")
+    (ckpt / ".epoch=1-step=16.ckpt.old").mkdir()
+    (ckpt / ".epoch=1-step=16.ckpt.old" / "meta.pt").write_bytes(b"previous")
+    (ckpt / "epoch=2-step=24.ckpt").mkdir()
+    (ckpt / ".epoch=2-step=24.ckpt.old").mkdir()  # the swap finished: the aside copy is dropped
+    from fulmen.callbacks import ModelCheckpoint
+
+    callback = ModelCheckpoint(dirpath=ckpt)
+    callback.setup(pl.Trainer(logger=False, default_root_dir=tmp_path, callbacks=[callback]), None, "fit")
+    assert sorted(p.name for p in ckpt.iterdir()) == ["epoch=1-step=16.ckpt", "epoch=2-step=24.ckpt"]
+    assert (ckpt / "epoch=1-step=16.ckpt" / "meta.pt").read_bytes() == b"previous"

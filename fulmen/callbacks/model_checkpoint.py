@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import shutil
 import string
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 
 from fulmen.callbacks.monitor import MonitorCallback
-from fulmen.checkpoint import stale_temp_files
+from fulmen.checkpoint import restore_replaced_sharded, stale_temp_files
 from fulmen.errors import MisconfigurationException, warn_once
 
 
@@ -145,7 +146,11 @@ class ModelCheckpoint(MonitorCallback):
             # to replace is intact. (Two runs writing into one dirpath at the same time would collide
             # anyway: their top-k bookkeeping deletes each other's files.)
             for stale in stale_temp_files(self.dirpath):
-                stale.unlink(missing_ok=True)
+                if stale.is_dir():  # a sharded (FSDP) checkpoint's staging directory
+                    shutil.rmtree(stale, ignore_errors=True)
+                else:
+                    stale.unlink(missing_ok=True)
+            restore_replaced_sharded(self.dirpath)
         if self._save_on_train_epoch_end is None:
             trainer_val = trainer.check_val_every_n_epoch == 1 and trainer.val_check_interval == 1.0
             self._save_on_train_epoch_end = trainer_val if stage == "fit" else None

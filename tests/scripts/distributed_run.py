@@ -51,6 +51,18 @@ class Net(pl.LightningModule):
     def forward(self, x):
         return self.body(x)
 
+    def on_train_start(self):
+        wrapper = self.trainer.strategy.model
+        if hasattr(wrapper, "register_comm_hook"):  # DDP: count the backward passes whose gradients are synced
+            from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+            def counting_hook(state, bucket):
+                self.synced_buckets += 1
+                return allreduce_hook(None, bucket)
+
+            self.synced_buckets = 0
+            wrapper.register_comm_hook(None, counting_hook)
+
     def training_step(self, batch, batch_idx):
         idx, x, y = batch
         if self.args.fail_rank is not None and self.global_rank == self.args.fail_rank and self.global_step == 3:
@@ -147,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
         "log_dir": trainer.log_dir,
         "predictions": predictions,
         "pid": os.getpid(),
+        "synced_buckets": getattr(model, "synced_buckets", None),
+        "batches_trained": len(model.seen),
     }
     with open(os.path.join(args.out, f"rank{trainer.global_rank}.json"), "w") as f:
         json.dump(report, f)
