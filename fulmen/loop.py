@@ -122,9 +122,13 @@ def _stop_requested(trainer: Trainer) -> bool:
 def _agree_on_stop(trainer: Trainer, settle: bool = False) -> None:
     """Several processes: every rank must take the same path after a batch (validate because of a
     stop, leave the epoch), or the others wait in a collective forever. A stop asked for by any
-    rank (or its clock, for max_time) becomes every rank's; see `ParallelStrategy.stop_vote`."""
-    s = trainer.state
-    s.should_stop = trainer.strategy.stop_vote(s.should_stop or _deadline_passed(trainer), settle)
+    rank (or its clock, for max_time) becomes every rank's, and so does a preemption signal that
+    reached one rank only; see `ParallelStrategy.stop_vote`."""
+    s, preemption = trainer.state, trainer._preemption
+    signum = (preemption.received or 0) if preemption is not None else 0
+    s.should_stop, agreed_signal = trainer.strategy.stop_vote(s.should_stop or _deadline_passed(trainer), signum, settle)
+    if preemption is not None and agreed_signal:
+        preemption.agreed = agreed_signal  # every rank saves and exits at the same batch boundary
 
 
 def run_sanity_check(trainer: Trainer) -> None:
@@ -221,16 +225,17 @@ def _run_after_batch(trainer: Trainer, window_closed: bool = False) -> None:
     e.g. a ModelCheckpoint due at this step or a preemption: a checkpoint taken here resumes
     exactly after the batch."""
     preemption = trainer._preemption
-    if not trainer._after_batch and (preemption is None or preemption.received is None):
-        return  # the usual case: nothing to do, at the cost of two attribute reads per batch
+    signum = preemption.due(trainer.strategy.distributed) if preemption is not None else None
+    if not trainer._after_batch and signum is None:
+        return  # the usual case: nothing to do
     # Checkpoints land on optimizer-step boundaries: inside an accumulation window they wait for it to close.
     if not window_closed and _accumulating(trainer):
         return
     pending = trainer._after_batch
     while pending:
         pending.pop(0)()
-    if preemption is not None and preemption.received is not None:
-        stop_for_preemption(trainer, preemption.received)
+    if signum is not None:
+        stop_for_preemption(trainer, signum)
 
 
 def run_train_batch(trainer: Trainer, results: Results, batch: Any, batch_idx: int) -> int | None:

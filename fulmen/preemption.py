@@ -31,8 +31,13 @@ class PreemptionWatch:
 
     def __init__(self, signals: tuple[int, ...]):
         self.signals = signals
-        self.received: int | None = None
+        self.received: int | None = None  # by this process
+        self.agreed: int | None = None  # by any rank, as the ranks' vote found (several processes)
         self._previous: dict[int, Any] = {}
+
+    def due(self, distributed: bool) -> int | None:
+        """The signal to stop for now: with several processes, only once all ranks know of it."""
+        return self.agreed if distributed else self.received
 
     def _note(self, signum: int, frame: FrameType | None) -> None:
         self.received = signum  # only note it: the loop acts at a safe point
@@ -53,7 +58,9 @@ def stop_for_preemption(trainer: Trainer, signum: int) -> None:
     """Save, close the loggers, requeue under SLURM, and exit. Called between batches."""
     name = signal.Signals(signum).name
     path = str(Path(checkpoint_dir(trainer)) / "preempted.ckpt")
-    trainer.save_checkpoint(path)
+    trainer.save_checkpoint(path)  # every rank at the same batch (see fulmen.loop._agree_on_stop)
+    if not trainer.is_global_zero:  # rank 0 speaks for the run: loggers, requeue, message
+        raise SystemExit(128 + signum)
     for logger in trainer.loggers:
         logger.finalize("preempted")
     requeued = _slurm_requeue(signum)

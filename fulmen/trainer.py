@@ -720,7 +720,7 @@ class Trainer:
             self._on_exception(exc)
             return None
         except BaseException as exc:
-            if self._preemption is not None and self._preemption.received is not None:
+            if self._preemption is not None and self._preemption.due(self.strategy.distributed) is not None:
                 self.state.status = TrainerStatus.INTERRUPTED  # preempted: already saved and logged, not a failure
             else:
                 self._on_exception(exc)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -250,6 +251,20 @@ def test_an_exception_on_one_rank_ends_every_rank(tmp_path, launcher):
     assert proc.returncode != 0  # and it returned at all: no rank was left waiting (TIMEOUT would raise)
     assert "planted failure on rank 1" in proc.stderr
     assert not list(tmp_path.glob("rank*.json"))
+
+
+def test_a_preemption_signal_on_one_rank_saves_once_stops_all_and_resumes_exactly(tmp_path, torchrun_run):
+    args = [sys.executable, str(SCRIPT), "--out", str(tmp_path), "--devices", "2"]
+    proc = _launch([*args, "--preempt-step", "5"], check=False)
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
+    assert "received SIGTERM" in proc.stdout
+    saved = torch.load(tmp_path / "ckpt" / "preempted.ckpt", weights_only=True)
+    assert saved["global_step"] == 7  # noticed after step 5's batch, agreed by the vote one batch later
+    assert not list(tmp_path.glob("rank*.json"))  # neither rank went on training
+    _launch([*args, "--resume", "last"])
+    r0, r1 = _ranks(tmp_path)
+    assert r0["global_step"] == r1["global_step"] == 16
+    assert r0["params"] == r1["params"] == torchrun_run[1][0]["params"]  # as if never interrupted
 
 
 def test_accumulation_syncs_gradients_once_per_window_and_matches_one_process(tmp_path, reference):

@@ -191,23 +191,27 @@ class ParallelStrategy(Strategy):
         dist.all_reduce(votes, op=dist.ReduceOp.SUM)
         return int(votes) == self.world_size if all else int(votes) > 0
 
-    def stop_vote(self, wanted: bool, settle: bool = False) -> bool:
-        """Whether any rank asked to stop, agreed by all without waiting on every batch.
+    def stop_vote(self, stop: bool, signum: int = 0, settle: bool = False) -> tuple[bool, int]:
+        """(whether any rank asked to stop, the largest preemption signal any rank received; 0: none),
+        agreed by all ranks without waiting on every batch.
 
-        Each call starts an asynchronous all-reduce of this rank's wish and reads the one the
-        previous call started: all ranks learn of a stop one batch later, at the same batch, and
-        no batch waits for the vote. `settle=True` (between epochs) also waits for this call's vote.
+        Each call starts an asynchronous all-reduce (max) of this rank's wishes and reads the one the
+        previous call started: all ranks learn of a stop or a preemption one batch later, at the same
+        batch, and no batch waits for the vote. `settle=True` (between epochs, after validation)
+        also waits for this call's vote.
         """
-        agreed = False
+        agreed = (False, 0)
         if self._vote is not None:
             work, votes = self._vote
             self._vote = None
             work.wait()
-            agreed = int(votes) > 0
-        if settle:
-            return self.reduce_boolean_decision(wanted or agreed, all=False)
-        votes = torch.tensor(int(bool(wanted)), device=self.root_device)
-        self._vote = (dist.all_reduce(votes, op=dist.ReduceOp.SUM, async_op=True), votes)
+            agreed = (bool(votes[0]), int(votes[1]))
+        wishes = torch.tensor([int(stop or agreed[0]), max(signum, agreed[1])], device=self.root_device)
+        if settle or not self._grouped():
+            if self._grouped():
+                dist.all_reduce(wishes, op=dist.ReduceOp.MAX)
+            return bool(wishes[0]), int(wishes[1])
+        self._vote = (dist.all_reduce(wishes, op=dist.ReduceOp.MAX, async_op=True), wishes)
         return agreed
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path) -> None:

@@ -81,9 +81,9 @@ class Strategy:
     def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:  # noqa: A002 (Lightning's name)
         return decision
 
-    def stop_vote(self, wanted: bool, settle: bool = False) -> bool:
-        """Whether any rank asked to stop training (see ParallelStrategy.stop_vote)."""
-        return wanted
+    def stop_vote(self, stop: bool, signum: int = 0, settle: bool = False) -> tuple[bool, int]:
+        """(stop, preemption signal) as all ranks agree on them (see ParallelStrategy.stop_vote)."""
+        return stop, signum
 
     # --- checkpoints ----------------------------------------------------------------------
     def model_state_dict(self, module: torch.nn.Module) -> dict[str, Any]:

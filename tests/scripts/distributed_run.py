@@ -11,6 +11,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import signal
 import sys
 
 import torch
@@ -69,6 +70,8 @@ class Net(pl.LightningModule):
             raise RuntimeError(f"planted failure on rank {self.global_rank}")
         if self.args.user_stop_step is not None and self.global_rank == 1 and self.global_step == self.args.user_stop_step:
             self.trainer.should_stop = True  # one rank alone decides to stop, mid-epoch
+        if self.args.preempt_step is not None and self.global_rank == 0 and self.global_step == self.args.preempt_step:
+            os.kill(os.getpid(), signal.SIGTERM)  # a preemption notice that reaches rank 0 only
         self.seen.append([int(i) for i in idx])
         loss = F.mse_loss(self(x), y)
         self.log("train_loss", loss, sync_dist=True, on_step=True, on_epoch=True)
@@ -123,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resume", default=None)
     parser.add_argument("--max-steps", type=int, default=-1)
     parser.add_argument("--user-stop-step", type=int, default=None)
+    parser.add_argument("--preempt-step", type=int, default=None)
     args = parser.parse_args(argv)
 
     pl.seed_everything(0)
