@@ -722,8 +722,8 @@ class Trainer:
         except BaseException as exc:
             if self._preemption is not None and self._preemption.due(self.strategy.distributed) is not None:
                 self.state.status = TrainerStatus.INTERRUPTED  # preempted: already saved and logged, not a failure
-            else:
-                self._on_exception(exc)
+                raise
+            self._on_exception(exc)
             clearer = self.strategy.explain_failure(exc)  # e.g. "rank 1 failed" instead of a broken connection
             if clearer is not None:
                 raise clearer from exc

@@ -1,6 +1,6 @@
 """Starting the other processes of a run when no outside launcher did.
 
-`start_script_copies` (strategy "ddp", the default): a plain `python train.py` with `devices=N`
+`ScriptCopies` (strategy "ddp", the default): a plain `python train.py` with `devices=N`
 becomes rank 0, and starts N-1 copies of the same command line with their ranks in the
 environment. Every copy runs the script from the top and joins the process group when it reaches
 `trainer.fit`, as in Lightning. A watcher thread notices a copy that dies: the others are
@@ -55,7 +55,8 @@ class ScriptCopies:
         if self.failed is None:
             for local_rank, proc in enumerate(self.procs, start=1):
                 code = proc.poll()
-                if code not in (None, 0):
+                # 128 + a signal is a preempted copy's clean exit (fulmen.preemption), not a failure.
+                if code not in (None, 0) and not 128 < code < 128 + 65:
                     self.failed = (self.env.node_rank * self.devices + local_rank, code)
                     break
         return self.failed
