@@ -1,7 +1,7 @@
 """Which device to run on: parsing `accelerator` and `devices`, and what "auto" means.
 
-"auto" picks CUDA when available, then MPS, then CPU. This file decides the device of the
-one process that runs here; several processes (DDP/FSDP) are the strategies' business.
+"auto" picks CUDA when available, then MPS, then CPU. `setup_hardware` puts the Trainer's hardware
+arguments together: this process's device, and the strategy that runs one process or several.
 """
 
 from __future__ import annotations
@@ -10,7 +10,10 @@ from typing import Any
 
 import torch
 
+from fulmen.arguments import check_bool, check_int
 from fulmen.errors import MisconfigurationException
+from fulmen.strategies import Strategy, parse_strategy
+from fulmen.strategies.environment import processes_per_node, slurm_detected, torchrun_detected
 
 _ACCELERATORS = ("auto", "cpu", "cuda", "gpu", "mps")
 
@@ -81,3 +84,31 @@ def device_for(accelerator: str, index: int) -> torch.device:
     if accelerator == "mps":
         return torch.device("mps")
     return torch.device("cuda", index)
+
+
+def setup_hardware(
+    accelerator: Any, strategy: Any, devices: Any, num_nodes: Any, sync_batchnorm: Any,
+) -> tuple[str, list[int], Strategy, torch.device]:
+    """(accelerator name, device indices, strategy, this process's device) for the Trainer's arguments."""
+    accelerator = parse_accelerator(accelerator)
+    if devices == "auto" and (torchrun_detected() or slurm_detected()):
+        devices = processes_per_node()  # a launcher started the processes: one device each
+    device_ids = parse_devices(devices, accelerator)
+    check_int("num_nodes", num_nodes, 1)
+    chosen = parse_strategy(strategy, len(device_ids) * num_nodes)
+    if not chosen.distributed and (len(device_ids) > 1 or num_nodes > 1):
+        raise MisconfigurationException(
+            f"strategy={strategy!r} runs one process on one device, but {len(device_ids)} device(s) on "
+            f"{num_nodes} node(s) were requested. Received: devices={devices!r}, num_nodes={num_nodes!r}. "
+            "Fix: use strategy='ddp' (or 'auto') for several devices, or devices=1."
+        )
+    chosen.configure(accelerator, device_ids, num_nodes)
+    device = device_for(accelerator, chosen.root_device_index(device_ids))
+    chosen.root_device = device
+    check_bool("sync_batchnorm", sync_batchnorm)
+    if sync_batchnorm and chosen.distributed and accelerator == "cpu":
+        raise MisconfigurationException(
+            "sync_batchnorm=True needs GPUs: torch.nn.SyncBatchNorm does not run on CPU. Received: "
+            "sync_batchnorm=True with accelerator='cpu'. Fix: drop sync_batchnorm on CPU, or use accelerator='gpu'."
+        )
+    return accelerator, device_ids, chosen, device

@@ -21,7 +21,8 @@ from typing import Any
 import torch
 
 from fulmen import dataloading, loop
-from fulmen.accelerators import device_for, parse_accelerator, parse_devices
+from fulmen.accelerators import setup_hardware
+from fulmen.arguments import check_bool, check_int, parse_max_time
 from fulmen.callbacks.callback import Callback
 from fulmen.checkpoint import (
     checkpoint_dict, resolve_ckpt_path, restore_modules, restore_training_state,
@@ -40,48 +41,9 @@ from fulmen.preemption import DEFAULT_SIGNALS, PreemptionWatch
 from fulmen.profilers import resolve_profiler
 from fulmen.profilers.wiring import finish_profiling, instrument
 from fulmen.state import RunningStage, TrainerFn, TrainerState, TrainerStatus
-from fulmen.tuner.exit import TunerExit
-from fulmen.strategies import Strategy, parse_strategy
+from fulmen.strategies import Strategy
 from fulmen.strategies.launcher import spawn
-from fulmen.strategies.environment import processes_per_node, slurm_detected, torchrun_detected
-
-
-def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False, fix: str = "") -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise MisconfigurationException(
-            f"`{name}` must be an int >= {minimum}{' or None' if allow_none else ''}. "
-            f"Received: {name}={value!r}. Fix: {fix or f'e.g. {name}={max(minimum, 1)}'}."
-        )
-
-
-def _check_bool(name: str, value: Any, allow_none: bool = False) -> None:
-    if not isinstance(value, bool) and not (allow_none and value is None):
-        raise MisconfigurationException(
-            f"`{name}` must be True or False{' (or None for the default)' if allow_none else ''}. "
-            f"Received: {name}={value!r}. Fix: e.g. {name}=True."
-        )
-
-
-def _parse_max_time(max_time: Any) -> float | None:
-    """Seconds from "DD:HH:MM:SS", a timedelta, or a dict of timedelta keywords."""
-    if max_time is None:
-        return None
-    try:
-        if isinstance(max_time, str):
-            days, hours, minutes, seconds = (int(p) for p in max_time.strip().split(":"))
-            max_time = dt.timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
-        elif isinstance(max_time, dict):
-            max_time = dt.timedelta(**max_time)
-        if isinstance(max_time, dt.timedelta):
-            return max_time.total_seconds()
-    except (ValueError, TypeError):
-        pass
-    raise MisconfigurationException(
-        f"`max_time` must be 'DD:HH:MM:SS', a datetime.timedelta or a dict like {{'hours': 1}}. "
-        f"Received: max_time={max_time!r}. Fix: e.g. max_time='00:12:00:00' for twelve hours."
-    )
+from fulmen.tuner.exit import TunerExit
 
 
 def _run_spawned(trainer: Trainer, fn: TrainerFn, model: Any, datamodule: Any, ckpt_path: Any, kwargs: dict) -> Any:
@@ -157,44 +119,26 @@ class Trainer:
         preemption_signals: tuple[int, ...] | None = DEFAULT_SIGNALS,
     ) -> None:
         # --- hardware and numerics ---
-        self._accelerator = parse_accelerator(accelerator)
-        if devices == "auto" and (torchrun_detected() or slurm_detected()):
-            devices = processes_per_node()  # a launcher started the processes: one device each
-        self._device_ids = parse_devices(devices, self._accelerator)
-        _check_int("num_nodes", num_nodes, 1)
-        self.strategy = parse_strategy(strategy, len(self._device_ids) * num_nodes)
-        if not self.strategy.distributed and (len(self._device_ids) > 1 or num_nodes > 1):
-            raise MisconfigurationException(
-                f"strategy={strategy!r} runs one process on one device, but {len(self._device_ids)} device(s) on "
-                f"{num_nodes} node(s) were requested. Received: devices={devices!r}, num_nodes={num_nodes!r}. "
-                "Fix: use strategy='ddp' (or 'auto') for several devices, or devices=1."
-            )
-        self.strategy.configure(self._accelerator, self._device_ids, num_nodes)
-        self._device = device_for(self._accelerator, self.strategy.root_device_index(self._device_ids))
-        self.strategy.root_device = self._device
-        _check_bool("sync_batchnorm", sync_batchnorm)
-        if sync_batchnorm and self.strategy.distributed and self._accelerator == "cpu":
-            raise MisconfigurationException(
-                "sync_batchnorm=True needs GPUs: torch.nn.SyncBatchNorm does not run on CPU. Received: "
-                "sync_batchnorm=True with accelerator='cpu'. Fix: drop sync_batchnorm on CPU, or use accelerator='gpu'."
-            )
+        self._accelerator, self._device_ids, self.strategy, self._device = setup_hardware(
+            accelerator, strategy, devices, num_nodes, sync_batchnorm
+        )
         self.sync_batchnorm = sync_batchnorm
         self.precision = parse_precision(precision)
         self._precision = Precision(self.precision, self._device)
 
         # --- how long to train ---
         fast_dev_run = int(fast_dev_run) if isinstance(fast_dev_run, bool) else fast_dev_run
-        _check_int("fast_dev_run", fast_dev_run, 0, fix="use True, False or a number of batches")
+        check_int("fast_dev_run", fast_dev_run, 0, fix="use True, False or a number of batches")
         self.fast_dev_run = fast_dev_run
-        _check_int("max_epochs", max_epochs, -1, allow_none=True, fix="use -1 for no limit")
-        _check_int("min_epochs", min_epochs, 0, allow_none=True)
-        _check_int("max_steps", max_steps, -1, fix="use -1 for no limit")
-        _check_int("min_steps", min_steps, 0, allow_none=True)
+        check_int("max_epochs", max_epochs, -1, allow_none=True, fix="use -1 for no limit")
+        check_int("min_epochs", min_epochs, 0, allow_none=True)
+        check_int("max_steps", max_steps, -1, fix="use -1 for no limit")
+        check_int("min_steps", min_steps, 0, allow_none=True)
         if max_epochs is None:
             max_epochs = 1000 if max_steps == -1 else -1
         self.max_epochs, self.min_epochs = max_epochs, min_epochs
         self.max_steps, self.min_steps = max_steps, min_steps
-        self.max_time = _parse_max_time(max_time)
+        self.max_time = parse_max_time(max_time)
 
         # --- how much data, how often to validate ---
         self.limit_train_batches = check_limit("limit_train_batches", limit_train_batches)
@@ -214,19 +158,19 @@ class Trainer:
                 f"batches. Received: val_check_interval={val_check_interval!r}. Fix: e.g. 0.25 or 100."
             )
         self.val_check_interval = val_check_interval
-        _check_int("check_val_every_n_epoch", check_val_every_n_epoch, 1, allow_none=True)
+        check_int("check_val_every_n_epoch", check_val_every_n_epoch, 1, allow_none=True)
         self.check_val_every_n_epoch = check_val_every_n_epoch
         num_sanity_val_steps = 2 if num_sanity_val_steps is None else num_sanity_val_steps
-        _check_int("num_sanity_val_steps", num_sanity_val_steps, -1, fix="use -1 for all batches, 0 to skip")
+        check_int("num_sanity_val_steps", num_sanity_val_steps, -1, fix="use -1 for all batches, 0 to skip")
         self.num_sanity_val_steps = float("inf") if num_sanity_val_steps == -1 else num_sanity_val_steps
         log_every_n_steps = 50 if log_every_n_steps is None else log_every_n_steps
-        _check_int("log_every_n_steps", log_every_n_steps, 1)
+        check_int("log_every_n_steps", log_every_n_steps, 1)
         self.log_every_n_steps = log_every_n_steps
-        _check_int("reload_dataloaders_every_n_epochs", reload_dataloaders_every_n_epochs, 0)
+        check_int("reload_dataloaders_every_n_epochs", reload_dataloaders_every_n_epochs, 0)
         self.reload_dataloaders_every_n_epochs = reload_dataloaders_every_n_epochs
 
         # --- optimization ---
-        _check_int("accumulate_grad_batches", accumulate_grad_batches, 1)
+        check_int("accumulate_grad_batches", accumulate_grad_batches, 1)
         self.accumulate_grad_batches = accumulate_grad_batches
         if gradient_clip_val is not None and (
             isinstance(gradient_clip_val, bool) or not isinstance(gradient_clip_val, (int, float)) or gradient_clip_val < 0
@@ -261,7 +205,7 @@ class Trainer:
             ("enable_checkpointing", enable_checkpointing, True), ("enable_progress_bar", enable_progress_bar, True),
             ("enable_model_summary", enable_model_summary, True), ("barebones", barebones, False),
         ):
-            _check_bool(name, value, allow_none)
+            check_bool(name, value, allow_none)
         self.benchmark = benchmark
         if benchmark is not None:
             torch.backends.cudnn.benchmark = benchmark
