@@ -719,7 +719,8 @@ class Trainer:
         self.strategy.setup_module(model, self._device, training=fn == TrainerFn.FITTING)
         if fn == TrainerFn.FITTING:
             self._check_fit_model(model)
-            if os.environ.get("FULMEN_DOCTOR", "1") != "0":  # `fulmen doctor` on the user's classes, as warnings
+            # `fulmen doctor` on the user's classes, as warnings (once per run, not once per rank)
+            if os.environ.get("FULMEN_DOCTOR", "1") != "0" and self.is_global_zero:
                 from fulmen.doctor import check_at_fit
 
                 check_at_fit(model, datamodule)
