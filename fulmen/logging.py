@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numbers
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -40,20 +41,20 @@ def parse_reduce_fx(name: str, reduce_fx: Any) -> str:
 class LoggedValue:
     """One logged name within a loop run: its options, last step value and epoch accumulator."""
 
-    __slots__ = ("on_step", "on_epoch", "prog_bar", "logger", "reduce_fx", "sync_dist",
+    __slots__ = ("on_step", "on_epoch", "prog_bar", "logger", "reduce_fx", "sync",
                  "step_value", "total", "weight", "updated_at", "synced")
 
     def __init__(self, on_step: bool, on_epoch: bool, prog_bar: bool, logger: bool,
-                 reduce_fx: str, sync_dist: Any):
+                 reduce_fx: str, sync: Callable[[torch.Tensor, str], torch.Tensor] | None = None):
         self.on_step, self.on_epoch = on_step, on_epoch
         self.prog_bar, self.logger = prog_bar, logger
-        self.reduce_fx, self.sync_dist = reduce_fx, sync_dist
+        # sync: for sync_dist=True with several processes, the all-reduce (tensor, reduce_fx) -> tensor.
+        self.reduce_fx, self.sync = reduce_fx, sync
         self.step_value: torch.Tensor | None = None
         self.total: torch.Tensor | None = None
         self.weight = 0
         self.updated_at = -1
-        # sync_dist across processes: a function (tensor, reduce_fx) -> reduced tensor, and the
-        # epoch value it last produced (reduced once, however many views read it).
+        # The epoch value `sync` last produced (reduced once, however many views read it).
         self.synced: torch.Tensor | None = None
 
     def update(self, value: torch.Tensor, batch_size: int, batch_counter: int) -> None:
@@ -78,11 +79,11 @@ class LoggedValue:
 
     def epoch_value(self) -> torch.Tensor:
         assert self.total is not None
-        if callable(self.sync_dist):
+        if self.sync is not None:
             if self.synced is None:
                 # As in Lightning: a mean over all ranks weights every rank's values by batch size.
-                total = self.sync_dist(self.total, "sum" if self.reduce_fx == "mean" else self.reduce_fx)
-                weight = self.sync_dist(torch.tensor(float(self.weight), device=total.device), "sum")
+                total = self.sync(self.total, "sum" if self.reduce_fx == "mean" else self.reduce_fx)
+                weight = self.sync(torch.tensor(float(self.weight), device=total.device), "sum")
                 self.synced = (total / weight).to(self.total.dtype) if self.reduce_fx == "mean" else total
             return self.synced
         return self.total / self.weight if self.reduce_fx == "mean" else self.total
@@ -194,10 +195,9 @@ def log_value(
     if entry is None:
         _check_forked_names(results, name, on_step and on_epoch)
         strategy = trainer.strategy
-        # sync_dist holds the reducing function when there is something to reduce across.
-        sync = strategy.all_reduce if sync_dist and strategy.distributed else False
+        sync = strategy.all_reduce if sync_dist and strategy.distributed else None
         if not isinstance(value, torch.Tensor):  # a torchmetrics Metric (see _as_scalar_tensor)
-            entry = LoggedMetric(on_step, on_epoch, prog_bar, True if logger is None else logger, fx, False)
+            entry = LoggedMetric(on_step, on_epoch, prog_bar, True if logger is None else logger, fx)
         else:
             entry = LoggedValue(on_step, on_epoch, prog_bar, True if logger is None else logger, fx, sync)
         results.values[name] = entry
@@ -212,10 +212,10 @@ def log_value(
         # Inferring the batch size touches only tensor shapes: no sync. Needed for weighted means.
         batch_size = trainer._current_batch_size() if (on_epoch and fx == "mean") else 1
     entry.update(value, batch_size, results.batch_counter)
-    if entry.sync_dist and on_step:
+    if entry.sync is not None and on_step:
         # The step value as all ranks see it (a collective per call); the epoch total stays local
         # and is reduced once, at the end.
-        entry.step_value = entry.sync_dist(value, fx)
+        entry.step_value = entry.sync(value, fx)
 
 
 def _check_forked_names(results: Results, name: str, forked: bool) -> None:

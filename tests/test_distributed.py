@@ -214,6 +214,15 @@ def test_slurm_and_torchrun_detection(monkeypatch):
         detect(devices=2, num_nodes=2)
     monkeypatch.setenv("SLURM_JOB_NAME", "bash")  # an interactive allocation: not a managed job
     assert detect(devices=1, num_nodes=1).kind == "local"
+    # torchrun's variables win over SLURM's: torchrun inside an allocation starts the processes.
+    for name, value in dict(RANK="3", GROUP_RANK="1", LOCAL_RANK="1", LOCAL_WORLD_SIZE="2", WORLD_SIZE="4",
+                            MASTER_ADDR="10.0.0.7", MASTER_PORT="29400").items():
+        monkeypatch.setenv(name, value)
+    env = detect(devices=2, num_nodes=2)
+    assert (env.kind, env.world_size, env.global_rank, env.local_rank, env.node_rank) == ("torchrun", 4, 3, 1, 1)
+    assert (env.main_address, env.main_port, env.external) == ("10.0.0.7", 29400, True)
+    with pytest.raises(MisconfigurationException, match=r"from torchrun.*Fix: make `torchrun --nproc_per_node`"):
+        detect(devices=4, num_nodes=1)
 
 
 @pytest.mark.parametrize("nodelist, host", [
