@@ -140,6 +140,7 @@ def test_checkpoints_and_logs_are_written_once_by_rank_zero(torchrun_run):
     assert {k: v.flatten().tolist() for k, v in saved["state_dict"].items()} == r0["params"]
     assert [p.name for p in (out / "logs").iterdir()] == ["version_0"]  # one logger run, not one per rank
     assert r0["log_dir"] == r1["log_dir"] == str(out / "logs" / "version_0")
+    assert (r0["progress_bar_enabled"], r1["progress_bar_enabled"]) == (True, False)
     rows = (out / "logs" / "version_0" / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
     step_col, loss_col = header.index("step"), header.index("train_loss_step")

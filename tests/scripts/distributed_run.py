@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
 import fulmen as pl
-from fulmen.callbacks import EarlyStopping, ModelCheckpoint
+from fulmen.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from fulmen.loggers import CSVLogger
 from fulmen.strategies import DDPStrategy, FSDPStrategy
 
@@ -131,14 +131,17 @@ def main(argv: list[str] | None = None) -> None:
 
     pl.seed_everything(0)
     devices = args.devices if args.devices == "auto" else int(args.devices)
-    callbacks = [ModelCheckpoint(dirpath=os.path.join(args.out, "ckpt"), save_top_k=-1, filename="{epoch}-{step}")]
+    callbacks = [
+        ModelCheckpoint(dirpath=os.path.join(args.out, "ckpt"), save_top_k=-1, filename="{epoch}-{step}"),
+        TQDMProgressBar(refresh_rate=100),  # on rank 0 only
+    ]
     if args.stop_rank is not None:
         callbacks.append(StopOnRank(monitor="local_metric", patience=0, min_delta=0.0, mode="max", check_on_train_epoch_end=True))
     trainer = pl.Trainer(
         accelerator="cpu", devices=devices, num_nodes=args.num_nodes, strategy=strategy_of(args),
         max_epochs=args.epochs, max_steps=args.max_steps, accumulate_grad_batches=args.accumulate,
         logger=CSVLogger(args.out, name="logs"), callbacks=callbacks,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1,
+        enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1,
         default_root_dir=args.out,
     )
     model = Net(args)
@@ -161,6 +164,7 @@ def main(argv: list[str] | None = None) -> None:
         "checkpoints": sorted(os.listdir(os.path.join(args.out, "ckpt"))) if os.path.isdir(os.path.join(args.out, "ckpt")) else [],
         "best_model_path": trainer.checkpoint_callback.best_model_path,
         "log_dir": trainer.log_dir,
+        "progress_bar_enabled": trainer.progress_bar_callback.is_enabled,
         "predictions": predictions,
         "pid": os.getpid(),
         "synced_buckets": getattr(model, "synced_buckets", None),
