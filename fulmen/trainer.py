@@ -631,6 +631,7 @@ class Trainer:
             )
         self.state.fn, self.state.status, self.state.stage = fn, TrainerStatus.RUNNING, None
         self.state.should_stop = False
+        self.strategy.failing = False  # a run after one that failed talks to the other ranks again
         self.lightning_module, self.datamodule = model, datamodule
         model.trainer = self
         if datamodule is not None:

@@ -371,3 +371,27 @@ def test_a_sharded_save_killed_mid_way_is_cleaned_up_or_put_back(tmp_path):
     callback.setup(pl.Trainer(logger=False, default_root_dir=tmp_path, callbacks=[callback]), None, "fit")
     assert sorted(p.name for p in ckpt.iterdir()) == ["epoch=1-step=16.ckpt", "epoch=2-step=24.ckpt"]
     assert (ckpt / "epoch=1-step=16.ckpt" / "meta.pt").read_bytes() == b"previous"
+
+
+def test_a_run_after_a_failed_one_uses_collectives_again(tmp_path):
+    """`strategy.failing` turns collectives off while a failure is handled (the other ranks may be
+    gone); the next run of the same Trainer must turn them back on."""
+    from fulmen.demos import BoringModel
+
+    class FailsOnce(BoringModel):
+        failed = False
+
+        def training_step(self, batch, batch_idx):
+            if not FailsOnce.failed:
+                FailsOnce.failed = True
+                raise RuntimeError("first run fails")
+            return super().training_step(batch, batch_idx)
+
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, max_steps=2, default_root_dir=tmp_path)
+    model = FailsOnce()
+    with pytest.raises(RuntimeError, match="first run fails"):
+        trainer.fit(model)
+    assert trainer.strategy.failing
+    trainer.fit(model)
+    assert not trainer.strategy.failing and trainer.global_step == 2

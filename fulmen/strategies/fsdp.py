@@ -100,11 +100,11 @@ class FSDPStrategy(ParallelStrategy):
             self.model.set_requires_gradient_sync(True)
 
     # --- checkpoints ----------------------------------------------------------------------
-    def _options(self, **kwargs: Any) -> Any:
+    def _options(self) -> Any:
         from torch.distributed.checkpoint.state_dict import StateDictOptions
 
         full = self.state_dict_type == "full"
-        return StateDictOptions(full_state_dict=full, cpu_offload=full, **kwargs)
+        return StateDictOptions(full_state_dict=full, cpu_offload=full)
 
     def model_state_dict(self, module: nn.Module) -> dict[str, Any]:
         from torch.distributed.checkpoint.state_dict import get_model_state_dict
