@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -110,18 +109,14 @@ def worker(framework: str, steps: int, out: str) -> None:
 
 
 # --- driver --------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def measure(framework: str, steps: int) -> float:
+    from fulmen.strategies.environment import free_port
+
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "result.json")
         env = {**os.environ, "FULMEN_DOCTOR": "0", "OMP_NUM_THREADS": "1"}
         proc = subprocess.run(
-            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
              __file__, "--worker", framework, "--steps", str(steps), "--out", out],
             env=env, capture_output=True, text=True, timeout=600,
         )

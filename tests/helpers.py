@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 import fulmen as pl
+from fulmen.strategies.environment import free_port
 
 
 def quiet_trainer(tmp_path: Path | None = None, **overrides) -> pl.Trainer:
@@ -41,12 +41,6 @@ def random_regression(n: int = 16, seed: int = 0, features: int = 3) -> TensorDa
 # --- a real TensorBoard server -----------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def get_json(url: str, body: dict | None = None):
     """GET `url` (POST `body` as JSON when given) and decode the JSON answer."""
     data = None if body is None else json.dumps(body).encode()
@@ -61,7 +55,7 @@ def get_json(url: str, body: dict | None = None):
 def tensorboard_server(logdir: Path, wait_for_tag: str, run: str = "version_0", *, log_file: Path) -> Iterator[str]:
     """Run `python -m tensorboard.main` on `logdir` (its output goes to `log_file`) and yield its
     base URL once the scalar `wait_for_tag` of `run` is listed; the server is killed on exit."""
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
                "--port", str(port), "--load_fast=false"]  # fmt: skip

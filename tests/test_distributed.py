@@ -26,22 +26,22 @@ from fulmen.checkpoint import load_checkpoint
 from fulmen.dataloading import ShardedSampler
 from fulmen.errors import MisconfigurationException
 from fulmen.strategies import DDPStrategy, FSDPStrategy
-from fulmen.strategies.environment import detect, first_host
+from fulmen.strategies.environment import detect, first_host, free_port
 
 SCRIPT = Path(__file__).parent / "scripts" / "distributed_run.py"
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 TIMEOUT = 120  # seconds for one launch: far above a normal run (~5 s), far below CI's limit
 
 
-def _free_port(candidates: range | None = None) -> int:
-    """A port nobody listens on: any (the kernel picks), or the first free one of `candidates`."""
-    for port in candidates or [0]:
+def _free_port_in(candidates: range) -> int:
+    """The first port of `candidates` nobody listens on (`free_port` lets the kernel pick any)."""
+    for port in candidates:
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return sock.getsockname()[1]
+            return port
     raise RuntimeError(f"no free port in {candidates}")
 
 
@@ -72,7 +72,7 @@ def _launch(cmd: list[str], env: dict[str, str] | None = None, check: bool = Tru
 
 
 def _torchrun(out: Path, *args: str, nproc: int = 2) -> subprocess.CompletedProcess:
-    return _launch([*TORCHRUN, f"--nproc_per_node={nproc}", f"--master_port={_free_port()}", str(SCRIPT),
+    return _launch([*TORCHRUN, f"--nproc_per_node={nproc}", f"--master_port={free_port()}", str(SCRIPT),
                     "--out", str(out), *args])
 
 
@@ -172,7 +172,7 @@ def test_ddp_spawn_brings_rank_zero_results_back(tmp_path, torchrun_run):
 
 
 def test_two_nodes_rendezvous_on_localhost(tmp_path, torchrun_run):
-    port = _free_port()
+    port = free_port()
     _launch_together([
         ([*TORCHRUN, "--nnodes=2", f"--node_rank={node}", "--nproc_per_node=1", "--master_addr=127.0.0.1",
           f"--master_port={port}", str(SCRIPT), "--out", str(tmp_path), "--num-nodes", "2"], _clean_env())
@@ -184,7 +184,7 @@ def test_two_nodes_rendezvous_on_localhost(tmp_path, torchrun_run):
 
 
 def test_slurm_variables_place_each_task(tmp_path, torchrun_run):
-    port = _free_port(range(15000, 25000))  # SLURM's port is 15000 + the job id's last four digits
+    port = _free_port_in(range(15000, 25000))  # SLURM's port is 15000 + the job id's last four digits
     slurm = dict(SLURM_NTASKS="2", SLURM_NODEID="0", SLURM_JOB_NODELIST="127.0.0.1", SLURM_JOB_ID=str(port - 15000),
                  SLURM_JOB_NAME="train", SLURM_NTASKS_PER_NODE="2")
     _launch_together([
@@ -257,7 +257,7 @@ def test_an_exception_on_one_rank_ends_every_rank(tmp_path, launcher):
         proc = _launch([sys.executable, str(SCRIPT), "--devices", "2", *args], check=False)
         assert "Rank 1 of 2 failed" in proc.stderr and "DistributedFailure" in proc.stderr
     else:
-        proc = _launch([*TORCHRUN, "--nproc_per_node=2", f"--master_port={_free_port()}", str(SCRIPT), *args], check=False)
+        proc = _launch([*TORCHRUN, "--nproc_per_node=2", f"--master_port={free_port()}", str(SCRIPT), *args], check=False)
     assert proc.returncode != 0  # and it returned at all: no rank was left waiting (TIMEOUT would raise)
     assert "planted failure on rank 1" in proc.stderr
     assert not list(tmp_path.glob("rank*.json"))
