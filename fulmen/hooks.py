@@ -65,11 +65,13 @@ class HookDispatch:
             name for name in vars(LightningModule) if is_overridden(name, module, LightningModule)
         }
         # Training-step outputs are built only for someone who reads them in on_train_batch_end.
-        self.wants_batch_outputs = self.overridden("on_train_batch_end")
+        self.wants_batch_outputs = self.train_batch_end = self.overridden("on_train_batch_end")
+        self.train_batch_start = self.overridden("on_train_batch_start")
+        self.automatic_optimization = module.automatic_optimization
         # Nothing between training_step and the optimizer step customised: the loop may run the
         # step as a hand-written loop would (fulmen.loop._plain_step).
         self.plain_step = (
-            module.automatic_optimization
+            self.automatic_optimization
             and len(trainer._optimizers) == 1
             and trainer._precision.scaler is None
             and not trainer.gradient_clip_val

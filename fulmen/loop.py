@@ -167,6 +167,11 @@ def run_train_epoch(trainer: Trainer) -> None:
     stop = None if limit == float("inf") else int(limit)
     validated_at_end = False
     log_at = s.log_step
+    # Decided once per epoch, so that a batch after which nothing is due costs a few comparisons.
+    distributed = trainer.strategy.distributed
+    validating = trainer._val_enabled and _validation_due_this_epoch(trainer) and trainer.val_check_batch != float("inf")
+    max_steps = float("inf") if trainer.max_steps == -1 else trainer.max_steps
+    pending, preemption = trainer._after_batch, trainer._preemption
     # Profiling is decided once per epoch: without a profiler these are the functions themselves.
     train_batch = timed(trainer, "run_training_batch", run_train_batch)
     # A resumed epoch skips the batches it already trained on.
@@ -176,13 +181,15 @@ def run_train_epoch(trainer: Trainer) -> None:
         log_at = s.log_step
         if train_batch(trainer, results, batch, batch_idx) == _STOP_EPOCH:
             break
-        if trainer.strategy.distributed:
+        if distributed:
             _agree_on_stop(trainer)
-        is_last = batch_idx + 1 == limit
-        validated_at_end = _maybe_validate(trainer, batch_idx, is_last, log_at)
-        _run_after_batch(trainer)
-        if _max_steps_reached(trainer) or _stop_requested(trainer):
-            break
+        if validating:
+            validated_at_end = _maybe_validate(trainer, batch_idx, batch_idx + 1 == limit, log_at)
+        if pending or (preemption is not None and (preemption.received or preemption.agreed)):
+            _run_after_batch(trainer)
+        if s.global_step >= max_steps or s.should_stop or trainer._deadline is not None:
+            if _max_steps_reached(trainer) or _stop_requested(trainer):
+                break
     if trainer.val_check_batch == float("inf") and not validated_at_end and _validation_due_this_epoch(trainer):
         run_evaluation(trainer, RunningStage.VALIDATING, log_at)  # an iterable without length: validate at its end
         _run_after_batch(trainer)
@@ -239,44 +246,50 @@ def _run_after_batch(trainer: Trainer, window_closed: bool = False) -> None:
 
 
 def run_train_batch(trainer: Trainer, results: Results, batch: Any, batch_idx: int) -> int | None:
-    s, hooks, module = trainer.state, trainer._hooks, trainer.lightning_module
+    s, hooks = trainer.state, trainer._hooks
     trainer._in_batch, trainer._current_batch, trainer._batch_size = True, batch, None
     results.batch_counter += 1
-    hooks.callbacks("on_train_batch_start", batch, batch_idx)
-    if hooks.module_overrides("on_train_batch_start") and module.on_train_batch_start(batch, batch_idx) == -1:
+    if hooks.train_batch_start and _train_batch_start(trainer, batch, batch_idx) == _STOP_EPOCH:
         trainer._in_batch = False
         return _STOP_EPOCH
 
     steps_before = s.global_step
-    if module.automatic_optimization:
+    if not hooks.automatic_optimization:
+        outputs = trainer._training_step(batch, batch_idx)
+    else:
         step = _plain_step if hooks.plain_step else _automatic_step
-        if trainer.strategy.distributed and not _window(trainer, batch_idx)[1]:
+        if trainer.accumulate_grad_batches > 1 and trainer.strategy.distributed and not _window(trainer, batch_idx)[1]:
             # A batch that only accumulates: its gradients are synced with the window's last batch.
             with trainer.strategy.no_backward_sync():
                 outputs = step(trainer, batch, batch_idx)
         else:
             outputs = step(trainer, batch, batch_idx)
-        stepped = s.global_step > steps_before
-    else:
-        with trainer._precision.forward_context():
-            outputs = trainer._training_step(batch, batch_idx)
-        stepped = True  # as in Lightning, every manual-optimization batch advances the logging step
     if trainer.lr_scheduler_configs and s.global_step > steps_before:
         step_schedulers(trainer, "step", s.global_step)
+    # As in Lightning, every manual-optimization batch advances the logging step.
+    stepped = s.global_step > steps_before or not hooks.automatic_optimization
 
     # The resume point moves before on_train_batch_end, so a checkpoint saved there resumes after this batch.
     s.batches_done = batch_idx + 1
     s.batches_total += 1
-    should_log = (s.log_step + 1) % trainer.log_every_n_steps == 0
     log_at = s.log_step
     if stepped:
-        s.log_step += 1
-
-    hooks.both("on_train_batch_end", outputs, batch, batch_idx)
+        s.log_step = log_at + 1
+    if hooks.train_batch_end:
+        hooks.both("on_train_batch_end", outputs, batch, batch_idx)
     trainer._in_batch = False
     # Not on a batch that only accumulates gradients: its step is logged by the batch that steps.
-    if (should_log and stepped) or s.should_stop:
+    if (stepped and (log_at + 1) % trainer.log_every_n_steps == 0) or s.should_stop:
         trainer._log_metrics(results.view("logger", fresh_only=True), step=log_at)
+    return None
+
+
+def _train_batch_start(trainer: Trainer, batch: Any, batch_idx: int) -> int | None:
+    """on_train_batch_start of the callbacks, then the module's; -1 from the module ends the epoch."""
+    hooks = trainer._hooks
+    hooks.callbacks("on_train_batch_start", batch, batch_idx)
+    if hooks.module_overrides("on_train_batch_start") and trainer.lightning_module.on_train_batch_start(batch, batch_idx) == -1:
+        return _STOP_EPOCH
     return None
 
 
@@ -284,6 +297,8 @@ def _window(trainer: Trainer, batch_idx: int) -> tuple[bool, bool]:
     """(zero the gradients before backward, step the optimizer after it) for this batch under
     gradient accumulation: zero at the first batch of a window, step at its last (or the epoch's)."""
     accumulate = trainer.accumulate_grad_batches
+    if accumulate == 1:
+        return True, True
     return batch_idx % accumulate == 0, (batch_idx + 1) % accumulate == 0 or batch_idx + 1 == trainer.num_training_batches
 
 
@@ -309,11 +324,14 @@ def _plain_step(trainer: Trainer, batch: Any, batch_idx: int) -> Any:
     """`_automatic_step` for the common case where nothing in it is customised (see
     `HookDispatch.plain_step`): every hook it skips would be a no-op, so a small model pays no
     more than in a hand-written loop."""
-    module, optimizer = trainer.lightning_module, trainer._optimizers[0].optimizer
     zero_grad, window_done = _window(trainer, batch_idx)
-    with trainer._precision.forward_context():
-        output = trainer._training_step(batch, batch_idx)
-    loss = _loss_from(output, module)
+    optimizer = trainer._optimizers[0].optimizer
+    output = trainer._training_step(batch, batch_idx)
+    # The usual loss (a scalar tensor with a graph) is taken as it is; anything else is checked.
+    if type(output) is torch.Tensor and output.requires_grad and not output.ndim:
+        loss = output
+    else:
+        loss = _loss_from(output, trainer.lightning_module)
     if zero_grad:
         optimizer.zero_grad()
     if loss is not None:
@@ -341,8 +359,7 @@ class _TrainingStep:
     def __call__(self) -> torch.Tensor | None:
         trainer = self.trainer
         module, hooks = trainer.lightning_module, trainer._hooks
-        with trainer._precision.forward_context():
-            output = trainer._training_step(self.batch, self.batch_idx)
+        output = trainer._training_step(self.batch, self.batch_idx)
         loss = _loss_from(output, module)
         if loss is not None and hooks.wants_batch_outputs:  # detaching costs a tensor per step: only on demand
             self.outputs = _outputs_dict(output, loss)
@@ -413,12 +430,9 @@ def _accumulating(trainer: Trainer) -> bool:
 
 
 def _maybe_validate(trainer: Trainer, batch_idx: int, is_last: bool, log_at: int) -> bool:
-    """Run validation if this batch is a validation point; return whether it ran."""
-    if not trainer._val_enabled:
-        return False
+    """Run validation if this batch is a validation point; return whether it ran. Only called in
+    epochs that validate every `val_check_batch` batches (see `run_train_epoch`)."""
     s = trainer.state
-    if not _validation_due_this_epoch(trainer) or trainer.val_check_batch == float("inf"):
-        return False
     counter = s.batches_total if trainer.check_val_every_n_epoch is None else batch_idx + 1
     # As in Lightning, a batch that stops training early (should_stop, min_* reached) also validates.
     if counter % trainer.val_check_batch != 0 and not (s.should_stop and _min_reached(trainer)):

@@ -66,6 +66,17 @@ class Precision:
         dtype = self.true_dtype
         return apply_to_tensors(batch, lambda t: t.to(dtype) if torch.is_floating_point(t) else t)
 
+    def in_forward_context(self, step: Callable[..., Any]) -> Callable[..., Any]:
+        """`step` (the training step) run inside `forward_context`; `step` itself when that is a no-op."""
+        if self.autocast_dtype is None:
+            return step
+
+        def autocast_step(*args: Any) -> Any:
+            with self.forward_context():
+                return step(*args)
+
+        return autocast_step
+
     def forward_context(self) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is not None:
             return torch.autocast(self.device.type, dtype=self.autocast_dtype)

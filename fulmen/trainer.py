@@ -745,7 +745,8 @@ class Trainer:
             # As in Lightning: the rank is in the report's file name only when there are several processes.
             self._profiler.setup(stage, self.local_rank if self.world_size > 1 else None, self.log_dir)
             self._hooks = instrument(self, model, self.callbacks, self._profiler)
-        self._training_step = self.strategy.training_step(model)  # after a profiler wrapped the method
+        # After a profiler wrapped the method; autocast (mixed precision) around the strategy's forward.
+        self._training_step = self._precision.in_forward_context(self.strategy.training_step(model))
         self._transfer_hooks = tuple(
             self._batch_hook(name)
             for name in ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")

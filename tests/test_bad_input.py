@@ -150,8 +150,10 @@ def fit_with_a_failing_worker(run: Path) -> None:
         # The exception's traceback keeps the DataLoader iterator in a reference cycle. When the
         # cycle collector frees it, it may close the iterator's queues before the iterator tells its
         # workers to stop, and torch then waits 2 x 5 s for them. Shut them down now instead.
+        # `type(obj) is` rather than isinstance: gc also lists weak proxies whose target is gone,
+        # and isinstance on one of those raises ReferenceError.
         for obj in gc.get_objects():
-            if isinstance(obj, torch.utils.data.dataloader._MultiProcessingDataLoaderIter):
+            if type(obj) is torch.utils.data.dataloader._MultiProcessingDataLoaderIter:
                 obj._shutdown_workers()
 
 
