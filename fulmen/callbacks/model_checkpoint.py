@@ -167,6 +167,8 @@ class ModelCheckpoint(MonitorCallback):
         )
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if not self._every_n_train_steps and self._train_time_interval is None:
+            return  # saving at epoch ends only: nothing to decide per batch
         if self._should_skip(trainer):
             return
         due = False
