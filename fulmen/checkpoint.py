@@ -12,7 +12,15 @@ Writing goes to a temporary file in the same directory, is flushed and fsynced, 
 over the target with `os.replace` (atomic on POSIX), and the directory is fsynced: a crash at
 any moment leaves either the old file or the new one under the name, never half a file. A
 process killed mid-write leaves its temporary file (`stale_temp_files`), which ModelCheckpoint
-removes when the next run sets up.
+removes when the next run sets up. While the file is written, the kernel is asked to start
+writing it to disk chunk by chunk, so that the final fsync has little left to wait for.
+
+ModelCheckpoint's saves use `atomic_save(background=True)`: the training loop waits only for the
+bytes to reach the temporary file; a background thread fsyncs it, renames it into place and
+fsyncs the directory (the same steps, in the same order), then runs what had to wait for the
+file to be in place (`after_landing`: deleting the checkpoint it displaces). Every save, load
+and the end of a run first waits for those (`wait_for_checkpoints`), and a failure there is
+raised, never dropped.
 
 Reading always uses `torch.load(weights_only=True)`: a checkpoint is tensors and plain data, so
 a file crafted to run code when unpickled is refused instead of executed.
@@ -22,13 +30,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import os
 import pathlib
 import pickle
 import re
 import shutil
+import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -49,21 +61,140 @@ class CheckpointError(MisconfigurationException):
     """A checkpoint file is missing, damaged, or holds something unsafe to load."""
 
 
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """`torch.save(obj, path)`, such that `path` is never left half-written."""
+def atomic_save(obj: Any, path: str | Path, background: bool = False) -> None:
+    """`torch.save(obj, path)`, such that `path` is never left half-written.
+
+    Returns once the file is on disk under `path`; with `background=True`, once its bytes are
+    in a temporary file, which a background thread then moves into place (see the module doc).
+    """
+    wait_for_checkpoints()  # checkpoints land in the order they were saved
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            torch.save(obj, f if background else _EarlyWriteback(f))
             f.flush()
+            if background:
+                _landing.submit(lambda: _land(tmp, path))
+                return
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def _land(tmp: str, path: Path) -> None:
+    """The rest of a background save, on the landing thread: fsync, rename into place, fsync the directory."""
+    try:
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise CheckpointError(
+            f"Saving checkpoint {path} failed while writing it to disk: {err}. The previous checkpoint under "
+            "that name, if any, is intact. Fix: check free space and permissions of the checkpoint directory."
+        ) from err
+    _fsync_dir(path.parent)
+
+
+class _Landing:
+    """Checkpoints saved with `background=True` on their way into place: one thread runs their
+    last steps and the actions queued after them, in order. After a failure nothing queued runs
+    (e.g. no older checkpoint is deleted for a new one that did not land) until `wait` raises it."""
+
+    def __init__(self) -> None:
+        self._executor: ThreadPoolExecutor | None = None
+        self._futures: list[Future] = []
+        self._error: BaseException | None = None
+
+    def submit(self, job: Callable[[], None]) -> None:
+        if self._executor is None:  # joined at interpreter exit, so a landing is never cut short
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fulmen-checkpoint")
+        self._futures.append(self._executor.submit(self._run, job))
+
+    def _run(self, job: Callable[[], None]) -> None:
+        if self._error is None:
+            try:
+                job()
+            except BaseException as err:
+                self._error = err
+
+    @property
+    def pending(self) -> bool:
+        return any(not f.done() for f in self._futures)
+
+    def wait(self) -> None:
+        for future in self._futures:
+            future.result()
+        self._futures.clear()
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+
+_landing = _Landing()
+
+
+def wait_for_checkpoints() -> None:
+    """Block until every checkpoint saved in the background is in place; raise the error of one
+    that could not be written (`CheckpointError`, naming the file)."""
+    _landing.wait()
+
+
+def after_landing(action: Callable[[], None]) -> None:
+    """Run `action` once the checkpoints saved in the background are in place (now, if none is pending)."""
+    if _landing.pending:
+        _landing.submit(action)
+    else:
+        wait_for_checkpoints()  # raises an earlier failure instead of acting as if the file were there
+        action()
+
+
+class _EarlyWriteback:
+    """A write-only file wrapper for `torch.save` that asks Linux to start writing each chunk to
+    disk as soon as it is written (`sync_file_range`), so that disk writes overlap serialisation
+    and the final fsync waits only for the last chunk. Elsewhere it passes writes through."""
+
+    CHUNK = 4 << 20
+
+    def __init__(self, f: IO[bytes]):
+        self._f, self._start, self._written = f, 0, 0
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        for offset in range(0, len(view), self.CHUNK):
+            self._written += self._f.write(view[offset : offset + self.CHUNK])
+            if self._written - self._start >= self.CHUNK and _sync_file_range is not None:
+                self._f.flush()
+                _sync_file_range(self._f.fileno(), self._start, self._written - self._start, _SYNC_FILE_RANGE_WRITE)
+                self._start = self._written
+        return len(view)
+
+    def flush(self) -> None:
+        self._f.flush()
+
+
+def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        function = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return function
+
+
+_SYNC_FILE_RANGE_WRITE = 2  # start writeback of dirty pages in the range; do not wait for it
+_sync_file_range = _load_sync_file_range()
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -140,6 +271,7 @@ def load_checkpoint(path: str | Path | IO, map_location: Any = None) -> dict[str
     Besides tensors and plain data, the few value-only classes PyTorch Lightning stores in
     hyperparameters load too (`argparse.Namespace`, `pathlib` paths, its AttributeDict as a dict).
     """
+    wait_for_checkpoints()  # one this process is still writing may be the one asked for
     name = str(path) if isinstance(path, (str, Path)) else getattr(path, "name", "<file object>")
     if isinstance(path, (str, Path)) and (Path(path) / SHARDED_META).is_file():
         return _load_sharded(Path(path), map_location)
@@ -272,6 +404,7 @@ def resolve_ckpt_path(trainer: Trainer, fn: TrainerFn, ckpt_path: Any) -> tuple[
     intact one), and, for "last", the checkpoint already read from it (None: not read yet)."""
     if ckpt_path is None:
         return None, None
+    wait_for_checkpoints()  # "last" looks at the files on disk
     if ckpt_path == "best":
         cb = trainer.checkpoint_callback
         best = getattr(cb, "best_model_path", "") if cb is not None else ""

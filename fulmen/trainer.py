@@ -25,7 +25,7 @@ from fulmen.accelerators import setup_hardware
 from fulmen.arguments import check_bool, check_int, parse_max_time
 from fulmen.callbacks.callback import Callback
 from fulmen.checkpoint import (
-    checkpoint_dict, resolve_ckpt_path, restore_modules, restore_training_state,
+    checkpoint_dict, resolve_ckpt_path, restore_modules, restore_training_state, wait_for_checkpoints,
 )
 from fulmen.data import check_limit, extract_batch_size, move_to_device
 from fulmen.dataloading import one_or_list
@@ -33,6 +33,7 @@ from fulmen.datamodule import LightningDataModule
 from fulmen.errors import MisconfigurationException, warn_once
 from fulmen.hooks import HookDispatch, is_overridden
 from fulmen.hparams import to_plain_hparams
+from fulmen.loggers.base import Logger
 from fulmen.logging import Results, to_float_dict
 from fulmen.module import LightningModule
 from fulmen.optim import LightningOptimizer, LRSchedulerConfig, parse_optimizers
@@ -331,8 +332,17 @@ class Trainer:
                            return_predictions=True if return_predictions is None else return_predictions)
         return result
 
-    def save_checkpoint(self, filepath: str | Path, weights_only: bool = False, storage_options: Any = None) -> None:
-        """Write the current training state to `filepath` atomically."""
+    def save_checkpoint(
+        self, filepath: str | Path, weights_only: bool = False, storage_options: Any = None, *, background: bool = False
+    ) -> None:
+        """Write the current training state to `filepath` atomically.
+
+        Returns once the file is on disk under `filepath`. With `background=True` (what
+        ModelCheckpoint uses) it returns once the bytes are written to a temporary file beside it;
+        a background thread makes them durable and renames the file into place, and fulmen waits
+        for that before its next save, any checkpoint load and the end of the run
+        (`fulmen.checkpoint.wait_for_checkpoints()` waits explicitly).
+        """
         if self.lightning_module is None:
             raise MisconfigurationException(
                 "save_checkpoint needs a model attached to the Trainer. "
@@ -343,8 +353,11 @@ class Trainer:
             # Everything logged up to this checkpoint is on disk before it is: a run resumed from
             # it continues the logs with nothing missing and nothing written twice.
             logger.save()
-        self.strategy.save_checkpoint(checkpoint_dict(self, weights_only), filepath)  # rank 0, or every rank's shard
+        # Rank 0, or every rank's shard.
+        self.strategy.save_checkpoint(checkpoint_dict(self, weights_only), filepath, background)
         for logger in loggers:
+            if background and is_overridden("after_save_checkpoint", logger, Logger):
+                wait_for_checkpoints()  # e.g. an upload: it reads the file
             logger.after_save_checkpoint(self.checkpoint_callback)
 
     # ======================================================================================
@@ -687,8 +700,9 @@ class Trainer:
         self.state.status = TrainerStatus.INTERRUPTED
         self.strategy.failing = True  # the handlers below must not wait for ranks that may be gone
         module = self.lightning_module
-        handlers = [(f"{type(cb).__name__}.on_exception", lambda cb=cb: cb.on_exception(self, module, exc))
-                    for cb in self.callbacks]
+        handlers = [("landing background checkpoints", wait_for_checkpoints)]
+        handlers += [(f"{type(cb).__name__}.on_exception", lambda cb=cb: cb.on_exception(self, module, exc))
+                     for cb in self.callbacks]
         if module is not None:
             handlers.append((f"{type(module).__name__}.on_exception", lambda: module.on_exception(exc)))
         handlers += [(f"{type(lg).__name__}.finalize", lambda lg=lg: lg.finalize("failed")) for lg in self.loggers]
@@ -888,6 +902,7 @@ class Trainer:
             logger.save()
 
     def _teardown(self, fn: TrainerFn, status: str) -> None:
+        wait_for_checkpoints()  # a checkpoint that failed to land fails the run
         module, stage = self.lightning_module, fn.value
         for cb in self.callbacks:
             cb.teardown(self, module, stage)

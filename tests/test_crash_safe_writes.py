@@ -33,7 +33,7 @@ import torch
 
 import fulmen as pl
 from fulmen.callbacks import ModelCheckpoint
-from fulmen.checkpoint import atomic_save, load_checkpoint, stale_temp_files
+from fulmen.checkpoint import CheckpointError, atomic_save, load_checkpoint, stale_temp_files, wait_for_checkpoints
 
 from helpers import quiet_trainer
 
@@ -164,3 +164,54 @@ def test_model_checkpoint_top_k_killed_at_many_moments_keeps_intact_checkpoints(
         kills_mid_write += len(temps)
     assert newest_step >= KILLS  # every writer saved at least once before it was killed
     assert kills_mid_write >= 1, "no kill landed during a write"
+
+
+# ----------------------------------------------------------------------------------------------
+# Background landing (ModelCheckpoint's saves): the same steps, finished off the training loop
+# ----------------------------------------------------------------------------------------------
+def test_a_background_save_lands_whole_under_its_name(tmp_path):
+    path = tmp_path / "run" / "model.ckpt"
+    atomic_save({"w": torch.zeros(3)}, path)
+    atomic_save({"w": torch.arange(1_000_000.0)}, path, background=True)
+    wait_for_checkpoints()
+    assert torch.equal(torch.load(path, weights_only=True)["w"], torch.arange(1_000_000.0))
+    assert stale_temp_files(path.parent) == []  # the temporary file became the checkpoint
+    # Saves land in order: the last one saved is the one under the name.
+    for value in range(3):
+        atomic_save({"w": torch.full((1000,), float(value))}, path, background=True)
+    assert load_checkpoint(path)["w"][0].item() == 2.0  # loading waits for the landing itself
+
+
+class _Steps(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch[0]).pow(2).mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_a_checkpoint_that_cannot_land_fails_the_run_and_keeps_the_previous_one(tmp_path, monkeypatch):
+    """The rename of the third checkpoint fails (as on a full or read-only disk): the run stops with
+    an error naming that file, its temporary file is gone, and the checkpoint it would have
+    displaced (ModelCheckpoint keeps only the newest) is still there and loads."""
+    dirpath = tmp_path / "checkpoints"
+    real_replace = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if str(dst).endswith("step=3.ckpt"):
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    trainer = quiet_trainer(tmp_path, max_steps=6, enable_checkpointing=True,
+                            callbacks=[ModelCheckpoint(dirpath=dirpath, every_n_train_steps=1)])
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(12, 2)), batch_size=2)
+    with pytest.raises(CheckpointError, match=r"(?s)step=3\.ckpt.*No space left on device.*previous checkpoint"):
+        trainer.fit(_Steps(), data)
+    files = sorted(p.name for p in dirpath.iterdir())
+    assert files == ["epoch=0-step=2.ckpt"], files
+    assert load_checkpoint(dirpath / files[0])["global_step"] == 2

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from fulmen.callbacks.monitor import MonitorCallback
-from fulmen.checkpoint import restore_replaced_sharded, stale_temp_files
+from fulmen.checkpoint import restore_replaced_sharded, stale_temp_files, wait_for_checkpoints
 from fulmen.errors import MisconfigurationException, warn_once
 
 
@@ -263,6 +263,8 @@ class ModelCheckpoint(MonitorCallback):
         name = self.format_checkpoint_name(metrics, self.CHECKPOINT_NAME_LAST)
         path = self._unique_path(trainer, name, self.last_model_path)
         previous, self.last_model_path = self.last_model_path, path
+        if self.save_last == "link":
+            wait_for_checkpoints()  # the best checkpoint may still be landing
         if self.save_last == "link" and self.best_model_path and Path(self.best_model_path).is_file():
             if not trainer.is_global_zero:
                 return
@@ -276,7 +278,8 @@ class ModelCheckpoint(MonitorCallback):
             self._remove(trainer, previous)
 
     def _write(self, trainer: Any, path: str) -> None:
-        trainer.save_checkpoint(path, self.save_weights_only)
+        # The training loop waits only for the bytes; the file lands in place in the background.
+        trainer.save_checkpoint(path, self.save_weights_only, background=True)
 
     @staticmethod
     def _remove(trainer: Any, path: str) -> None:

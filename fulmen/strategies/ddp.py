@@ -214,8 +214,8 @@ class ParallelStrategy(Strategy):
         self._vote = (dist.all_reduce(wishes, op=dist.ReduceOp.MAX, async_op=True), wishes)
         return agreed
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path) -> None:
-        super().save_checkpoint(checkpoint, path)  # rank 0 writes
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, background: bool = False) -> None:
+        super().save_checkpoint(checkpoint, path, background)  # rank 0 writes
         if not self.failing:
             self.barrier("save_checkpoint")  # nobody reads or removes it before it is whole
 

@@ -130,10 +130,10 @@ class FSDPStrategy(ParallelStrategy):
         state = optimizer_state_by_name(state, parameter_names(module, optimizer))
         set_optimizer_state_dict(module, optimizer, state, options=StateDictOptions(full_state_dict=True))
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path) -> None:
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, background: bool = False) -> None:
         if self.state_dict_type == "full":
-            return super().save_checkpoint(checkpoint, path)
-        save_sharded(checkpoint, Path(path), self)
+            return super().save_checkpoint(checkpoint, path, background)
+        save_sharded(checkpoint, Path(path), self)  # all ranks write: always before returning
         return None
 
     def remove_checkpoint(self, path: str | Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from fulmen.checkpoint import atomic_save, optimizer_state_by_index, parameter_names
+from fulmen.checkpoint import after_landing, atomic_save, optimizer_state_by_index, parameter_names
 
 
 class Strategy:
@@ -99,16 +99,22 @@ class Strategy:
         # A sharded (FSDP) checkpoint keys the state by parameter name: torch.optim wants indices.
         optimizer.load_state_dict(optimizer_state_by_index(state, parameter_names(module, optimizer)))
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path) -> None:
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, background: bool = False) -> None:
+        """Write `checkpoint` to `path` (rank 0); see `fulmen.checkpoint.atomic_save` for `background`."""
         if self.is_global_zero:
-            atomic_save(checkpoint, path)
+            atomic_save(checkpoint, path, background)
 
     def remove_checkpoint(self, path: str | Path) -> None:
+        """Delete a checkpoint file (rank 0), once the checkpoints being saved in the background are in place."""
         if self.is_global_zero:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path)
+            after_landing(lambda: _remove_file(path))
 
     @property
     def distributed_sampler_kwargs(self) -> dict[str, int] | None:
         """`num_replicas` and `rank` for a DistributedSampler; None when the data needs no sharding."""
         return None
+
+
+def _remove_file(path: str | Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
