@@ -110,6 +110,10 @@ class _Landing:
     (e.g. no older checkpoint is deleted for a new one that did not land) until `wait` raises it."""
 
     def __init__(self) -> None:
+        self.forget()
+
+    def forget(self) -> None:
+        """Start with nothing pending (also in a forked child: its parent's thread is not there)."""
         self._executor: ThreadPoolExecutor | None = None
         self._futures: list[Future] = []
         self._error: BaseException | None = None
@@ -140,6 +144,8 @@ class _Landing:
 
 
 _landing = _Landing()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_landing.forget)
 
 
 def wait_for_checkpoints() -> None:

@@ -215,3 +215,30 @@ def test_a_checkpoint_that_cannot_land_fails_the_run_and_keeps_the_previous_one(
     files = sorted(p.name for p in dirpath.iterdir())
     assert files == ["epoch=0-step=2.ckpt"], files
     assert load_checkpoint(dirpath / files[0])["global_step"] == 2
+
+
+def test_a_forked_child_saves_in_the_background_too(tmp_path):
+    """The landing thread of the parent does not exist in a forked child: the child starts its own
+    (it would otherwise wait forever for a thread that is not there)."""
+    atomic_save({"w": torch.zeros(10)}, tmp_path / "parent.ckpt", background=True)  # the parent's thread runs
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            atomic_save({"w": torch.ones(10)}, tmp_path / "child.ckpt", background=True)
+            wait_for_checkpoints()
+            code = 0
+        finally:
+            os._exit(code)
+    for _ in range(3000):  # a liveness bound of 30 s, not a timing assertion
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.01)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        pytest.fail("the child hung waiting for its background save")
+    wait_for_checkpoints()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert torch.equal(load_checkpoint(tmp_path / "child.ckpt")["w"], torch.ones(10))
+    assert torch.equal(load_checkpoint(tmp_path / "parent.ckpt")["w"], torch.zeros(10))
