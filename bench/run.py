@@ -1,7 +1,9 @@
 """fulmen vs a raw PyTorch loop vs Lightning, side by side, in one run.
 
-    python bench/run.py                 # all workloads, 7 interleaved repeats (~9 minutes on 2 cores)
+    python bench/run.py                 # all workloads, 7 interleaved repeats (a, b: 14); ~9 minutes on 2 cores
     python bench/run.py --repeats 3 --only a,b
+    python bench/bytecodes.py           # fulmen's Python bytecodes per step: deterministic
+    python bench/instructions.py        # machine instructions per step vs raw, by valgrind: deterministic
 
 Runs are interleaved (raw, fulmen, Lightning, raw, ...) so that noise on a shared machine hits
 all three alike. Prints a table of medians and ratios against the targets, and writes
@@ -80,7 +82,8 @@ def collect(names: list[str], repeats: int, only: set[str]) -> dict[str, dict[st
             if letter in "abc":
                 for name in names:  # one untimed run each: first-call costs (lazy imports, caches)
                     measure(name)
-            interleave(names, repeats, measure, samples)
+            # a and b take seconds: twice the repeats, as their few-percent gaps are the size of the noise.
+            interleave(names, 2 * repeats if letter in "ab" else repeats, measure, samples)
             print(f"  workload {letter}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
     if "g" in only:
         started = time.perf_counter()
