@@ -44,8 +44,8 @@ METRICS: dict[str, tuple[str, str, str, tuple[str, float]]] = {
     "to_first_step_s": ("e", "Trainer(...) to first step (defaults)", "s", ("delta", 0.2)),
     "short_fit_s": ("e", "short fit, 100 steps (defaults)", "s", ("delta", None)),
     "peak_rss_mib": ("f", "peak RSS of the digits run", "MiB", ("ratio", 1.05)),
-    "save_s": ("g", "checkpoint save, ~50 MB model (loop waits)", "s", ("ratio", 1.10)),
-    "save_durable_s": ("g", "  on disk at return (raw: +fsync)", "s", ("ratio", 1.10)),
+    "save_s": ("g", "ckpt save ~50 MB, background landing", "s", ("ratio", 1.10)),
+    "save_durable_s": ("g", "  default: on disk at return (raw: +fsync)", "s", ("ratio", 1.10)),
     "load_s": ("g", "checkpoint load, ~50 MB model", "s", ("ratio", 1.10)),
     "size_mb": ("g", "checkpoint file size", "MB", ("none", None)),
 }

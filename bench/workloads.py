@@ -315,9 +315,10 @@ def checkpoint_io(name: str, trainer: Any, root: str) -> dict[str, float]:
     """Save and load times and file size. "raw" = plain torch.save/torch.load of fulmen's dict;
     "raw+fsync" = the same plus fsync, i.e. what durability costs without fulmen.
 
-    fulmen saves twice: as ModelCheckpoint does (`background=True`: timed until the training loop
-    may go on; the file is fsynced and renamed into place by a background thread, awaited untimed),
-    and as a plain `save_checkpoint` (`save_durable_s`: timed until the file is on disk)."""
+    fulmen saves twice: with background landing (`background=True`, as with
+    `ModelCheckpoint(background_landing=True)`: timed until the training loop may go on; the file
+    is fsynced and renamed into place by a background thread, awaited untimed), and as by default
+    (`save_durable_s`: timed until the file is on disk)."""
     path = os.path.join(root, f"{name}.ckpt")
     result: dict[str, float] = {}
     if name.startswith("raw"):

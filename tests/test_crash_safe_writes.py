@@ -94,10 +94,11 @@ def server(tmp_path):
         s.close()
 
 
-def test_atomic_save_killed_at_many_moments_never_leaves_a_torn_file(tmp_path, server):
+@pytest.mark.parametrize("mode", ["atomic_save", "atomic_save_background"])
+def test_atomic_save_killed_at_many_moments_never_leaves_a_torn_file(tmp_path, server, mode):
     target = tmp_path / "run" / "model.ckpt"
     target.parent.mkdir()
-    writer = server("atomic_save", target)
+    writer = server(mode, target)
     # Kill moments spread over about ten saves of this machine, from before the first save is done on.
     started = time.perf_counter()
     atomic_save({"value": 0, "w": torch.zeros(10_000_000)}, tmp_path / "timing.ckpt")
@@ -208,7 +209,7 @@ def test_a_checkpoint_that_cannot_land_fails_the_run_and_keeps_the_previous_one(
 
     monkeypatch.setattr(os, "replace", replace)
     trainer = quiet_trainer(tmp_path, max_steps=6, enable_checkpointing=True,
-                            callbacks=[ModelCheckpoint(dirpath=dirpath, every_n_train_steps=1)])
+                            callbacks=[ModelCheckpoint(dirpath=dirpath, every_n_train_steps=1, background_landing=True)])
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(12, 2)), batch_size=2)
     with pytest.raises(CheckpointError, match=r"(?s)step=3\.ckpt.*No space left on device.*previous checkpoint"):
         trainer.fit(_Steps(), data)

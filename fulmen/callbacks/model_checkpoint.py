@@ -5,6 +5,12 @@ steps, or every `train_time_interval`. What to keep: with `monitor`, the `save_t
 that metric; without it, the latest (`save_top_k=1`) or all (`-1`). `save_last` also keeps
 `last.ckpt`. Files are written atomically, and an evicted top-k file is deleted only after the
 new one is in place.
+
+`background_landing=True` (fulmen's own option) lets training go on as soon as a checkpoint's
+bytes are written: its fsync and rename into place finish on a background thread
+(`fulmen.checkpoint.atomic_save`), which every later save, load and the end of fit wait for.
+The price: a crash in the few milliseconds before a checkpoint lands resumes from the one
+before it, and the loggers, flushed for the newer one, then hold the steps in between twice.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any
 
 import torch
 
+from fulmen.arguments import check_bool
 from fulmen.callbacks.monitor import MonitorCallback
 from fulmen.checkpoint import restore_replaced_sharded, stale_temp_files, wait_for_checkpoints
 from fulmen.errors import MisconfigurationException, warn_once
@@ -56,6 +63,8 @@ class ModelCheckpoint(MonitorCallback):
         every_n_epochs: int | None = None,
         save_on_train_epoch_end: bool | None = None,
         enable_version_counter: bool = True,
+        *,
+        background_landing: bool = False,
     ):
         super().__init__(monitor, mode)
         if isinstance(save_top_k, bool) or not isinstance(save_top_k, int) or save_top_k < -1:
@@ -101,6 +110,8 @@ class ModelCheckpoint(MonitorCallback):
         self.save_top_k = save_top_k
         self.save_on_exception = save_on_exception
         self.save_weights_only = save_weights_only
+        check_bool("background_landing", background_landing)
+        self.background_landing = background_landing
         self.auto_insert_metric_name = auto_insert_metric_name
         self._every_n_train_steps = every_n_train_steps or 0
         self._every_n_epochs = every_n_epochs or 0
@@ -278,8 +289,7 @@ class ModelCheckpoint(MonitorCallback):
             self._remove(trainer, previous)
 
     def _write(self, trainer: Any, path: str) -> None:
-        # The training loop waits only for the bytes; the file lands in place in the background.
-        trainer.save_checkpoint(path, self.save_weights_only, background=True)
+        trainer.save_checkpoint(path, self.save_weights_only, background=self.background_landing)
 
     @staticmethod
     def _remove(trainer: Any, path: str) -> None:

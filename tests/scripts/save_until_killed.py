@@ -8,7 +8,7 @@ The server imports torch and fulmen once, then serves one command per line on st
     fork ROUND   fork a writer; answer "pid <pid>", wait until the writer dies (the test kills
                  it with SIGKILL), then answer "died <signal number>"
 
-MODE "atomic_save": the writer saves a ~40 MB dict to the file TARGET with
+MODE "atomic_save" (or "atomic_save_background": with `background=True`): the writer saves a ~40 MB dict to the file TARGET with
 `fulmen.checkpoint.atomic_save`, back to back, forever: {"value": v, "w": 10M float32 equal to v},
 with v = ROUND * 100_000 + i for its i-th save, so that later saves hold larger values.
 
@@ -36,7 +36,7 @@ def write_forever(round_: int) -> None:
     for i in range(sys.maxsize):
         value = round_ * 100_000 + i
         weights.fill_(float(value))
-        atomic_save({"value": value, "w": weights}, target)
+        atomic_save({"value": value, "w": weights}, target, background=mode == "atomic_save_background")
 
 
 def train_forever(round_: int) -> None:
@@ -77,7 +77,7 @@ def serve() -> None:
             code = 0
             try:
                 torch.set_num_threads(1)
-                (write_forever if mode == "atomic_save" else train_forever)(int(round_))
+                (write_forever if mode.startswith("atomic_save") else train_forever)(int(round_))
             except BaseException:
                 traceback.print_exc()
                 code = 1
