@@ -15,10 +15,10 @@ process killed mid-write leaves its temporary file (`stale_temp_files`), which M
 removes when the next run sets up. While the file is written, the kernel is asked to start
 writing it to disk chunk by chunk, so that the final fsync has little left to wait for.
 
-ModelCheckpoint's saves use `atomic_save(background=True)`: the training loop waits only for the
-bytes to reach the temporary file; a background thread fsyncs it, renames it into place and
-fsyncs the directory (the same steps, in the same order), then runs what had to wait for the
-file to be in place (`after_landing`: deleting the checkpoint it displaces). Every save, load
+With `atomic_save(background=True)` (`ModelCheckpoint(background_landing=True)`) the caller
+waits only for the bytes to reach the temporary file; a background thread fsyncs it, renames it
+into place and fsyncs the directory (the same steps, in the same order), then runs what had to
+wait for the file to be in place (`after_landing`: deleting the checkpoint it displaces). Every save, load
 and the end of a run first waits for those (`wait_for_checkpoints`), and a failure there is
 raised, never dropped.
 

@@ -337,8 +337,9 @@ class Trainer:
     ) -> None:
         """Write the current training state to `filepath` atomically.
 
-        Returns once the file is on disk under `filepath`. With `background=True` (what
-        ModelCheckpoint uses) it returns once the bytes are written to a temporary file beside it;
+        Returns once the file is on disk under `filepath`. With `background=True` (as
+        `ModelCheckpoint(background_landing=True)` saves) it returns once the bytes are written to
+        a temporary file beside it;
         a background thread makes them durable and renames the file into place, and fulmen waits
         for that before its next save, any checkpoint load and the end of the run
         (`fulmen.checkpoint.wait_for_checkpoints()` waits explicitly).
