@@ -64,9 +64,10 @@ class HookDispatch:
         self._module_overrides = {
             name for name in vars(LightningModule) if is_overridden(name, module, LightningModule)
         }
-        # Training-step outputs are built only for someone who reads them in on_train_batch_end.
-        self.wants_batch_outputs = self.train_batch_end = self.overridden("on_train_batch_end")
+        # Whether anyone overrides the per-batch hooks. Training-step outputs are built only when
+        # someone may read them in on_train_batch_end.
         self.train_batch_start = self.overridden("on_train_batch_start")
+        self.train_batch_end = self.overridden("on_train_batch_end")
         self.automatic_optimization = module.automatic_optimization
         # Nothing between training_step and the optimizer step customised: the loop may run the
         # step as a hand-written loop would (fulmen.loop._plain_step).

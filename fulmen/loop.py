@@ -340,7 +340,7 @@ def _plain_step(trainer: Trainer, batch: Any, batch_idx: int) -> Any:
     if window_done:
         optimizer.step()
         trainer.state.global_step += 1
-    return _outputs_dict(output, loss) if loss is not None and trainer._hooks.wants_batch_outputs else None
+    return _outputs_dict(output, loss) if loss is not None and trainer._hooks.train_batch_end else None
 
 
 class _TrainingStep:
@@ -361,7 +361,7 @@ class _TrainingStep:
         module, hooks = trainer.lightning_module, trainer._hooks
         output = trainer._training_step(self.batch, self.batch_idx)
         loss = _loss_from(output, module)
-        if loss is not None and hooks.wants_batch_outputs:  # detaching costs a tensor per step: only on demand
+        if loss is not None and hooks.train_batch_end:  # detaching costs a tensor per step: only on demand
             self.outputs = _outputs_dict(output, loss)
         if self.zero_grad and self.optimizer is not None:
             hooks.both("on_before_zero_grad", self.optimizer)

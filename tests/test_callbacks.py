@@ -17,7 +17,6 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import fulmen as pl
 from fulmen.callbacks import EarlyStopping, ModelCheckpoint
-from fulmen.checkpoint import wait_for_checkpoints
 from fulmen.errors import MisconfigurationException
 
 _QUIET = dict(logger=False, enable_progress_bar=False, enable_model_summary=False)
@@ -82,9 +81,6 @@ def _fit(callbacks, model=None, val=True, ckpt_path=None, **kwargs):
 
 
 def _files(directory) -> list[str]:
-    """The files in `directory` once ModelCheckpoint's background saves have landed (mid-training,
-    the newest one may still be a temporary file for a few milliseconds)."""
-    wait_for_checkpoints()
     directory = Path(directory)
     return sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
 
