@@ -34,6 +34,7 @@ import torch
 import fulmen as pl
 from fulmen.callbacks import ModelCheckpoint
 from fulmen.checkpoint import CheckpointError, atomic_save, load_checkpoint, stale_temp_files, wait_for_checkpoints
+from fulmen.errors import MisconfigurationException
 
 from helpers import quiet_trainer
 
@@ -243,3 +244,17 @@ def test_a_forked_child_saves_in_the_background_too(tmp_path):
     assert os.waitstatus_to_exitcode(status) == 0
     assert torch.equal(load_checkpoint(tmp_path / "child.ckpt")["w"], torch.ones(10))
     assert torch.equal(load_checkpoint(tmp_path / "parent.ckpt")["w"], torch.zeros(10))
+
+
+def test_model_checkpoint_with_background_landing_keeps_the_newest_and_removes_the_rest(tmp_path):
+    dirpath = tmp_path / "checkpoints"
+    callback = ModelCheckpoint(dirpath=dirpath, every_n_train_steps=1, background_landing=True)
+    trainer = quiet_trainer(tmp_path, max_steps=6, enable_checkpointing=True, callbacks=[callback])
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(12, 2)), batch_size=2)
+    trainer.fit(_Steps(), data)
+    # fit returned: every landing is done, each displaced file was deleted after its successor landed.
+    assert sorted(p.name for p in dirpath.iterdir()) == ["epoch=0-step=6.ckpt"]
+    assert callback.best_model_path == str(dirpath / "epoch=0-step=6.ckpt")
+    assert load_checkpoint(callback.best_model_path)["global_step"] == 6
+    with pytest.raises(MisconfigurationException, match=r"background_landing.*Received: background_landing='yes'"):
+        ModelCheckpoint(background_landing="yes")
