@@ -334,13 +334,15 @@ def parameter_names(module: torch.nn.Module, optimizer: torch.optim.Optimizer) -
     return [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
 
 
-def optimizer_state_by_index(state: dict[str, Any], names: list[str]) -> dict[str, Any]:
-    """torch.distributed.checkpoint keys optimizer state by parameter name; torch.optim by index."""
+def optimizer_state_by_index(state: dict[str, Any], module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """torch.distributed.checkpoint keys optimizer state by parameter name; torch.optim by index.
+    State already keyed by index is returned as it is (and then the optimizer may also hold
+    parameters that are not the module's)."""
     if not any(isinstance(k, str) for k in state["state"]) and not any(
         isinstance(p, str) for g in state["param_groups"] for p in g["params"]
     ):
         return state
-    index = {name: i for i, name in enumerate(names)}
+    index = {name: i for i, name in enumerate(parameter_names(module, optimizer))}
     return {
         "state": {index[k]: v for k, v in state["state"].items()},
         "param_groups": [{**g, "params": [index[p] for p in g["params"]]} for g in state["param_groups"]],

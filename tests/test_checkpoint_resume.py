@@ -467,3 +467,31 @@ def test_checkpoints_wait_for_the_gradient_accumulation_window_to_close(tmp_path
     t.fit(Net(), loader(80), loader(16))
     saved = [torch.load(p, weights_only=True)["resume"] for p in sorted(dirpath.glob("*.ckpt"))]
     assert sorted((r["batches_done"], r["global_step"]) for r in saved) == [(4, 2), (6, 3), (10, 5)]
+
+
+def test_an_optimizer_holding_a_parameter_outside_the_module_resumes(tmp_path):
+    """E.g. a learnable temperature kept beside the model: its optimizer state is keyed by index
+    and loads back as it is (no parameter names needed, so none are looked up)."""
+    temperature = torch.nn.Parameter(torch.ones(()))
+
+    class WithOutsideParameter(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(3, 1)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return ((self.layer(x) * temperature - y) ** 2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.Adam([*self.parameters(), temperature], lr=0.01)
+
+    trainer = quiet_trainer(tmp_path, max_epochs=1)
+    trainer.fit(WithOutsideParameter(), DataLoader(random_regression(16), batch_size=4))
+    trainer.save_checkpoint(tmp_path / "outside.ckpt")
+    saved = load_checkpoint(tmp_path / "outside.ckpt")["optimizer_states"][0]
+    resumed = quiet_trainer(tmp_path, max_epochs=2)
+    resumed.fit(WithOutsideParameter(), DataLoader(random_regression(16), batch_size=4), ckpt_path=tmp_path / "outside.ckpt")
+    assert resumed.global_step == 8
+    assert saved["state"][2]["step"].item() == 4.0  # the outside parameter's Adam state was saved and restored
+    assert resumed.optimizers[0].state_dict()["state"][2]["step"].item() == 8.0

@@ -122,7 +122,7 @@ class FSDPStrategy(ParallelStrategy):
         state = get_optimizer_state_dict(module, optimizer, options=self._options())
         if self.state_dict_type == "sharded" or not state:  # sharded: torch.distributed.checkpoint keys by name
             return state
-        return optimizer_state_by_index(state, parameter_names(module, optimizer))
+        return optimizer_state_by_index(state, module, optimizer)
 
     def load_optimizer_state_dict(self, module: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from fulmen.checkpoint import after_landing, atomic_save, optimizer_state_by_index, parameter_names
+from fulmen.checkpoint import after_landing, atomic_save, optimizer_state_by_index
 
 
 class Strategy:
@@ -97,7 +97,7 @@ class Strategy:
 
     def load_optimizer_state_dict(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
         # A sharded (FSDP) checkpoint keys the state by parameter name: torch.optim wants indices.
-        optimizer.load_state_dict(optimizer_state_by_index(state, parameter_names(module, optimizer)))
+        optimizer.load_state_dict(optimizer_state_by_index(state, module, optimizer))
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, background: bool = False) -> None:
         """Write `checkpoint` to `path` (rank 0); see `fulmen.checkpoint.atomic_save` for `background`."""
