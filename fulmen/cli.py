@@ -63,9 +63,12 @@ class SaveConfigCallback(Callback):
         self.already_saved = False
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        if self.already_saved or getattr(trainer, "global_rank", 0) != 0:
+        if self.already_saved:
             return
-        path = Path(trainer.log_dir) / self.config_filename
+        log_dir = trainer.log_dir  # on every rank: with several processes it is a broadcast from rank 0
+        if getattr(trainer, "global_rank", 0) != 0:
+            return
+        path = Path(log_dir) / self.config_filename
         if path.exists() and not self.overwrite:
             raise RuntimeError(
                 f"SaveConfigCallback would overwrite the config of another run. Received: {path} exists. Fix: use "

@@ -679,7 +679,8 @@ class Trainer:
             self._on_exception(exc)
             return None
         except BaseException as exc:
-            if self._preemption is not None and self._preemption.due(self.strategy.distributed) is not None:
+            preempted = self._preemption is not None and self._preemption.due(self.strategy.distributed) is not None
+            if preempted and isinstance(exc, SystemExit):  # stop_for_preemption's exit, not an error after the signal
                 self.state.status = TrainerStatus.INTERRUPTED  # preempted: already saved and logged, not a failure
                 raise
             self._on_exception(exc)

@@ -278,3 +278,38 @@ def test_real_exception_in_user_code_exits_1_with_complete_files(tmp_path):
         "epoch=0-step=5.ckpt", "epoch=1-step=10.ckpt"]
     assert load_checkpoint(tmp_path / "checkpoints" / "epoch=1-step=10.ckpt")["global_step"] == 10
     assert load_checkpoint(tmp_path / "crash" / "on_exception.ckpt")["global_step"] == 10
+
+
+def test_an_error_after_a_preemption_signal_is_still_handled_as_an_error(tmp_path):
+    """SIGTERM arrives, then the same batch fails before fulmen reaches its safe point: that is a
+    failure (on_exception runs, the loggers close as failed), not a clean preemption exit."""
+    import os
+
+    class Seen(pl.Callback):
+        def __init__(self):
+            self.exceptions = []
+
+        def on_exception(self, trainer, pl_module, exception):
+            self.exceptions.append(type(exception).__name__)
+
+    class SignalThenFail(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(3, 1)
+
+        def training_step(self, batch, batch_idx):
+            if batch_idx == 1:
+                os.kill(os.getpid(), signal.SIGTERM)  # noted by fulmen's handler, acted on between batches
+                raise ValueError("out of memory, say")
+            x, y = batch
+            return F.mse_loss(self.layer(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    seen = Seen()
+    trainer = quiet_trainer(tmp_path, max_epochs=1, callbacks=[seen])
+    with pytest.raises(ValueError, match="out of memory, say"):
+        trainer.fit(SignalThenFail(), DataLoader(random_regression(16), batch_size=4))
+    assert seen.exceptions == ["ValueError"]
+    assert trainer.state.status == TrainerStatus.INTERRUPTED
