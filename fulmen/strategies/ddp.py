@@ -75,9 +75,11 @@ class ParallelStrategy(Strategy):
         self.root_device = torch.device("cpu")
         self._copies: ScriptCopies | None = None
         self._vote: tuple[Any, torch.Tensor] | None = None  # the stop vote in flight (see stop_vote)
+        self._vote_group: Any = None  # where votes are all-reduced: a CPU (gloo) group; None: the default one
+        self._vote_group_ready = False
 
     def configure(self, accelerator: str, device_ids: list[int], num_nodes: int) -> None:
-        self.accelerator, self.device_ids = accelerator, list(device_ids)
+        self.accelerator = accelerator
         self.num_processes, self.num_nodes = len(device_ids), num_nodes
         self.env = detect(self.num_processes, num_nodes)
         self.world_size = self.env.world_size
@@ -99,6 +101,7 @@ class ParallelStrategy(Strategy):
                     f"A process group of {dist.get_world_size()} processes already exists, but this Trainer asks "
                     f"for {self.world_size}. Fix: use the same devices/num_nodes as the run that created it."
                 )
+            self._make_vote_group()
             return
         env = self.env
         first_here = env.kind == "local" and self.local_rank == 0 and os.environ.get("FULMEN_LAUNCHED") != "1"
@@ -112,6 +115,14 @@ class ParallelStrategy(Strategy):
         backend = self.process_group_backend or ("nccl" if self.accelerator == "cuda" else "gloo")
         dist.init_process_group(backend, rank=self.global_rank, world_size=self.world_size, timeout=self.timeout)
         atexit.register(self._leave_group)
+        self._make_vote_group()
+
+    def _make_vote_group(self) -> None:
+        """The per-batch stop vote runs on CPU tensors: on a GPU group, reading the vote's result
+        would wait for the batch's kernels, and the host could never run ahead of the device."""
+        if not self._vote_group_ready:
+            self._vote_group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+            self._vote_group_ready = True
 
     def _leave_group(self) -> None:
         """At exit: close the process group while the interpreter is whole, all ranks together.
@@ -205,13 +216,15 @@ class ParallelStrategy(Strategy):
             work, votes = self._vote
             self._vote = None
             work.wait()
-            agreed = (bool(votes[0]), int(votes[1]))
-        wishes = torch.tensor([int(stop or agreed[0]), max(signum, agreed[1])], device=self.root_device)
+            stop_vote, signal_vote = votes.tolist()
+            agreed = (bool(stop_vote), signal_vote)
+        wishes = torch.tensor([int(stop or agreed[0]), max(signum, agreed[1])])  # CPU: see _make_vote_group
         if settle or not self._grouped():
             if self._grouped():
-                dist.all_reduce(wishes, op=dist.ReduceOp.MAX)
-            return bool(wishes[0]), int(wishes[1])
-        self._vote = (dist.all_reduce(wishes, op=dist.ReduceOp.MAX, async_op=True), wishes)
+                dist.all_reduce(wishes, op=dist.ReduceOp.MAX, group=self._vote_group)
+            stop_vote, signal_vote = wishes.tolist()
+            return bool(stop_vote), signal_vote
+        self._vote = (dist.all_reduce(wishes, op=dist.ReduceOp.MAX, group=self._vote_group, async_op=True), wishes)
         return agreed
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, background: bool = False) -> None:
@@ -249,7 +262,6 @@ class DDPStrategy(ParallelStrategy):
                 f"DDPStrategy(start_method=...) must be 'popen' or 'spawn'. Received: start_method={start_method!r}. "
                 "Fix: 'popen' (run copies of the script, the default) or 'spawn' (like strategy='ddp_spawn')."
             )
-        self.start_method = start_method
         self.spawns = start_method == "spawn"
         self.name = "ddp_spawn" if self.spawns else "ddp"
         self.ddp_kwargs = ddp_kwargs
