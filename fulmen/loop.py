@@ -249,6 +249,11 @@ def run_train_batch(trainer: Trainer, results: Results, batch: Any, batch_idx: i
     s, hooks = trainer.state, trainer._hooks
     trainer._in_batch, trainer._current_batch, trainer._batch_size = True, batch, None
     results.batch_counter += 1
+    # Decided before the hooks, for the loop and for callbacks that log when the loop does: this
+    # batch completes a step (as in Lightning, every manual-optimization batch does) whose
+    # logging step is a multiple of log_every_n_steps.
+    steps = trainer.accumulate_grad_batches == 1 or not hooks.automatic_optimization or _window(trainer, batch_idx)[1]
+    trainer._log_due = steps and (s.log_step + 1) % trainer.log_every_n_steps == 0
     if hooks.train_batch_start and _train_batch_start(trainer, batch, batch_idx) == _STOP_EPOCH:
         trainer._in_batch = False
         return _STOP_EPOCH
@@ -266,20 +271,18 @@ def run_train_batch(trainer: Trainer, results: Results, batch: Any, batch_idx: i
             outputs = step(trainer, batch, batch_idx)
     if trainer.lr_scheduler_configs and s.global_step > steps_before:
         step_schedulers(trainer, "step", s.global_step)
-    # As in Lightning, every manual-optimization batch advances the logging step.
-    stepped = s.global_step > steps_before or not hooks.automatic_optimization
 
     # The resume point moves before on_train_batch_end, so a checkpoint saved there resumes after this batch.
     s.batches_done = batch_idx + 1
     s.batches_total += 1
     log_at = s.log_step
-    if stepped:
+    if steps:
         s.log_step = log_at + 1
     if hooks.train_batch_end:
         hooks.both("on_train_batch_end", outputs, batch, batch_idx)
     trainer._in_batch = False
     # Not on a batch that only accumulates gradients: its step is logged by the batch that steps.
-    if (stepped and (log_at + 1) % trainer.log_every_n_steps == 0) or s.should_stop:
+    if trainer._log_due or s.should_stop:
         trainer._log_metrics(results.view("logger", fresh_only=True), step=log_at)
     return None
 

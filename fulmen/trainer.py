@@ -284,6 +284,7 @@ class Trainer:
         self._resume: dict[str, Any] | None = None  # a checkpoint's resume point, until its epoch starts
         self._epoch_start: dict[str, Any] | None = None  # what decided the current epoch's data order
         self._after_batch: list[Any] = []  # see fulmen.loop._run_after_batch
+        self._log_due = False  # the training batch now running is a logging point (see fulmen.loop.run_train_batch)
         self._preemption: PreemptionWatch | None = None  # set during fit
         self._val_enabled = False
         self._ckpt_path: str | None = None

@@ -549,6 +549,19 @@ def test_device_stats_monitor_logs_cpu_statistics(tmp_path):
         quiet_trainer(tmp_path, callbacks=[DeviceStatsMonitor()], max_steps=1).fit(Regressor(), loader())
 
 
+@pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="CPU statistics come from Linux /proc")
+def test_device_stats_monitor_logs_at_the_loops_logging_steps_under_accumulation(tmp_path):
+    """12 batches, windows of 3: optimizer steps 1-4; with log_every_n_steps=2 the loop logs at steps
+    1 and 3, each from the batch that closes the window, and so must the monitor (once each)."""
+    logger = CSVLogger(tmp_path)
+    trainer = quiet_trainer(tmp_path, logger=logger, callbacks=[DeviceStatsMonitor()], max_epochs=1,
+                            accumulate_grad_batches=3, log_every_n_steps=2, limit_train_batches=12, limit_val_batches=0)
+    trainer.fit(Regressor(), loader(n=48))
+    rows = read_csv(logger)
+    assert [s for s, _ in column(rows, "DeviceStatsMonitor.on_train_batch_start/cpu_vm_percent")] == [1, 3]
+    assert [s for s, _ in column(rows, "DeviceStatsMonitor.on_train_batch_end/cpu_percent")] == [1, 3]
+
+
 # --- ModelPruning ------------------------------------------------------------------------------------------------------
 def test_pruning_sparsity_is_exact_and_permanent(tmp_path):
     model = Regressor(hidden=10)

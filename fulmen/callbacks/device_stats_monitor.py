@@ -122,19 +122,14 @@ class DeviceStatsMonitor(Callback):
             prefix = f"{type(self).__qualname__}.{hook}{getattr(logger, 'group_separator', '/')}"
             logger.log_metrics({prefix + k: v for k, v in stats.items()}, step=step)
 
-    def _train_due(self, trainer: Trainer) -> bool:
-        s = trainer.state
-        return (s.log_step + 1) % trainer.log_every_n_steps == 0 or s.should_stop
-
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
-        self._log(trainer, "on_train_batch_start", self._train_due(trainer), trainer.state.log_step)
+        self._log(trainer, "on_train_batch_start", trainer._log_due or trainer.state.should_stop, trainer.state.log_step)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         # The logging step has moved past this batch already; the stats belong to the batch's step.
         s = trainer.state
-        self._log(trainer, "on_train_batch_end", s.log_step % trainer.log_every_n_steps == 0 or s.should_stop,
-                  max(s.log_step - 1, 0))
+        self._log(trainer, "on_train_batch_end", trainer._log_due or s.should_stop, max(s.log_step - 1, 0))
 
     def _eval(self, trainer: Trainer, hook: str, batch_idx: int) -> None:
         if trainer.sanity_checking:

@@ -68,8 +68,7 @@ class LearningRateMonitor(Callback):
         self.lrs = {name: [] for name in names}
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
-        s = trainer.state
-        if self.logging_interval == "epoch" or not ((s.log_step + 1) % trainer.log_every_n_steps == 0 or s.should_stop):
+        if self.logging_interval == "epoch" or not (trainer._log_due or trainer.state.should_stop):
             return
         self._log(trainer, "step" if self.logging_interval is None else "any")
 

@@ -156,7 +156,7 @@ class ThroughputMonitor(Callback):
         self._update(trainer, pl_module, batch, "train")
         s = trainer.state
         # As Lightning: once the optimizer stepped, when the step is due for logging (or training stops).
-        if not _accumulating(trainer) and (s.log_step % trainer.log_every_n_steps == 0 or s.should_stop):
+        if trainer._log_due or (s.should_stop and not _accumulating(trainer)):
             self._log(trainer, "train", max(s.log_step - 1, 0))
 
     # --- evaluation -------------------------------------------------------------------------------
