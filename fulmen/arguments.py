@@ -27,8 +27,9 @@ def check_bool(name: str, value: Any, allow_none: bool = False) -> None:
         )
 
 
-def parse_max_time(max_time: Any) -> float | None:
-    """Seconds from "DD:HH:MM:SS", a timedelta, or a dict of timedelta keywords."""
+def parse_max_time(max_time: Any, name: str = "max_time") -> float | None:
+    """Seconds from "DD:HH:MM:SS", a timedelta, or a dict of timedelta keywords (None stays None);
+    `name` is the argument named in the error (Trainer's `max_time`, Timer's `duration`)."""
     if max_time is None:
         return None
     try:
@@ -42,6 +43,6 @@ def parse_max_time(max_time: Any) -> float | None:
     except (ValueError, TypeError):
         pass
     raise MisconfigurationException(
-        f"`max_time` must be 'DD:HH:MM:SS', a datetime.timedelta or a dict like {{'hours': 1}}. "
-        f"Received: max_time={max_time!r}. Fix: e.g. max_time='00:12:00:00' for twelve hours."
+        f"`{name}` must be 'DD:HH:MM:SS', a datetime.timedelta or a dict like {{'hours': 1}}. "
+        f"Received: {name}={max_time!r}. Fix: e.g. {name}='00:12:00:00' for twelve hours."
     )

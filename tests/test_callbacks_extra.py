@@ -666,3 +666,10 @@ def test_ema_checkpoint_resumes_with_current_and_averaged_weights(tmp_path):
     torch.testing.assert_close(seen["module"][0], state["current_model_state"]["net.0.weight"])
     torch.testing.assert_close(seen["average"][0], state["state_dict"]["net.0.weight"])
     assert resumed._latest_update_step == 6
+
+
+def test_timer_duration_is_parsed_as_trainer_max_time_is():
+    assert Timer(duration="00:12:00:00")._duration == Timer(duration={"hours": 12})._duration == 12 * 3600
+    assert Timer(duration="1:2:3:4")._duration == 93784  # the same forms Trainer(max_time=...) accepts
+    with pytest.raises(MisconfigurationException, match=r"`duration` must be 'DD:HH:MM:SS'.*Received: duration='1 hour'"):
+        Timer(duration="1 hour")

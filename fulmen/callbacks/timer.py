@@ -9,10 +9,10 @@ The clock is `time.monotonic` (through `_now`, which tests replace with a fake c
 from __future__ import annotations
 
 import datetime as dt
-import re
 import time
 from typing import TYPE_CHECKING, Any
 
+from fulmen.arguments import parse_max_time
 from fulmen.callbacks.callback import Callback
 from fulmen.errors import MisconfigurationException
 from fulmen.state import RunningStage
@@ -24,29 +24,6 @@ if TYPE_CHECKING:
 
 def _now() -> float:
     return time.monotonic()
-
-
-def parse_duration(duration: str | dt.timedelta | dict[str, int] | None) -> float | None:
-    """Seconds in "DD:HH:MM:SS", a timedelta, or a dict of timedelta keywords (None stays None)."""
-    if duration is None:
-        return None
-    if isinstance(duration, str):
-        match = re.fullmatch(r"(\d+):(\d\d):(\d\d):(\d\d)", duration.strip())
-        if not match:
-            raise MisconfigurationException(
-                f"Timer(duration=...) is not a valid duration. Received: duration={duration!r}. "
-                "Fix: use 'DD:HH:MM:SS' (e.g. '00:12:00:00'), a datetime.timedelta or a dict such as {'hours': 12}."
-            )
-        days, hours, minutes, seconds = map(int, match.groups())
-        duration = dt.timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
-    elif isinstance(duration, dict):
-        duration = dt.timedelta(**duration)
-    if not isinstance(duration, dt.timedelta):
-        raise MisconfigurationException(
-            f"Timer(duration=...) must be a string, timedelta or dict. Received: {type(duration).__name__}. "
-            "Fix: e.g. Timer(duration='00:01:00:00')."
-        )
-    return duration.total_seconds()
 
 
 class Timer(Callback):
@@ -70,7 +47,7 @@ class Timer(Callback):
             raise MisconfigurationException(
                 f"Timer got an unknown interval. Received: interval={interval!r}. Fix: use 'step' or 'epoch'."
             )
-        self._duration = parse_duration(duration)
+        self._duration = parse_max_time(duration, "duration")
         self._interval = interval
         self._verbose = verbose
         self._start_time: dict[RunningStage, float | None] = dict.fromkeys(RunningStage)
