@@ -55,6 +55,7 @@ class RichProgressBar(ProgressBar):
         self._console_kwargs = console_kwargs or {}
         self._progress: Any = None
         self._tasks: dict[str, Any] = {}
+        self._totals: dict[str, int | None] = {}
 
     @property
     def refresh_rate(self) -> int:
@@ -88,10 +89,12 @@ class RichProgressBar(ProgressBar):
         if progress is None:
             return
         self._remove(key)
-        self._tasks[key] = progress.add_task(description, total=None if total == float("inf") else total, metrics="")
+        self._totals[key] = None if total == float("inf") else total  # read per batch: kept beside the task
+        self._tasks[key] = progress.add_task(description, total=self._totals[key], metrics="")
 
     def _remove(self, key: str) -> None:
         task = self._tasks.pop(key, None)
+        self._totals.pop(key, None)
         if task is not None and self._progress is not None:
             self._progress.remove_task(task)
 
@@ -99,7 +102,7 @@ class RichProgressBar(ProgressBar):
         task = self._tasks.get(key)
         if task is None or self._progress is None:
             return
-        total = self._progress.tasks[[t.id for t in self._progress.tasks].index(task)].total
+        total = self._totals[key]
         if n % self._refresh_rate != 0 and not (total is not None and n >= total):
             return
         fields = {"metrics": _metrics_text(metrics())} if metrics is not None else {}
@@ -108,7 +111,7 @@ class RichProgressBar(ProgressBar):
     def _stop(self) -> None:
         if self._progress is not None:
             self._progress.stop()
-        self._progress, self._tasks = None, {}
+        self._progress, self._tasks, self._totals = None, {}, {}
 
     # --- hooks --------------------------------------------------------------------------------
     def on_sanity_check_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -15,6 +15,7 @@ Each check reads the loss on the host: one device sync per batch while this call
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from collections import deque
@@ -77,7 +78,6 @@ class SpikeDetection(Callback):
     def running_mean(self) -> float:
         return sum(self.running) / len(self.running) if self.running else float("nan")
 
-    @torch.no_grad()
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         if isinstance(outputs, torch.Tensor):
@@ -92,12 +92,12 @@ class SpikeDetection(Callback):
         value = float(loss.detach().float().mean())
         if batch_idx >= self.warmup and self._is_spike(value):
             self._handle_spike(trainer, batch_idx)
-        elif self.finite_only or torch.isfinite(torch.tensor(value)):
+        elif self.finite_only or math.isfinite(value):
             self.running.append(value)
             self.last_val = value
 
     def _is_spike(self, value: float) -> bool:
-        if self.finite_only and not torch.isfinite(torch.tensor(value)):
+        if self.finite_only and not math.isfinite(value):
             return True
         diff = value - self.last_val
         if (diff <= 0) if self.mode == "min" else (diff >= 0):
