@@ -156,7 +156,7 @@ def test_lr_monitor_names_param_groups_and_named_schedulers(tmp_path):
 def test_lr_monitor_needs_a_logger_and_valid_interval(tmp_path):
     with pytest.raises(MisconfigurationException, match="logging_interval"):
         LearningRateMonitor(logging_interval="batch")
-    with pytest.raises(MisconfigurationException, match="no"):
+    with pytest.raises(MisconfigurationException, match=r"has none\. Received: logger=False"):
         quiet_trainer(tmp_path, callbacks=[LearningRateMonitor()], max_steps=1).fit(Regressor(), loader())
 
 

@@ -258,3 +258,27 @@ def test_model_checkpoint_with_background_landing_keeps_the_newest_and_removes_t
     assert load_checkpoint(callback.best_model_path)["global_step"] == 6
     with pytest.raises(MisconfigurationException, match=r"background_landing.*Received: background_landing='yes'"):
         ModelCheckpoint(background_landing="yes")
+
+
+def test_a_background_save_returns_before_it_lands_and_loading_waits_for_it(tmp_path, monkeypatch):
+    """Hold the landing thread at its rename: the save has returned, the old checkpoint is still
+    the one under the name and the new bytes sit in a temporary file; a load waits for the
+    landing and reads the new checkpoint."""
+    import threading
+
+    path = tmp_path / "model.ckpt"
+    atomic_save({"value": 1}, path)
+    release, real_replace = threading.Event(), os.replace
+
+    def held_replace(src, dst, *args, **kwargs):
+        if str(dst) == str(path):
+            assert release.wait(30), "the test never released the landing"
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", held_replace)
+    atomic_save({"value": 2}, path, background=True)
+    assert torch.load(path, weights_only=True)["value"] == 1  # returned; not landed yet
+    assert len(stale_temp_files(tmp_path)) == 1
+    threading.Timer(0.2, release.set).start()
+    assert load_checkpoint(path)["value"] == 2  # waited for the landing
+    assert stale_temp_files(tmp_path) == []

@@ -132,8 +132,10 @@ def test_no_profiler_costs_nothing_per_batch(tmp_path, monkeypatch):
     assert "training_step" not in vars(model)
     fn = lambda: None  # noqa: E731
     assert timed(trainer, "run_training_batch", fn) is fn  # the loop calls the function itself
-    with trainer.profiler.profile("user code"):  # usable in user code, records nothing
+    with trainer.profiler.profile("user code"):  # usable in user code: the only action of the whole run
         pass
+    assert calls == ["user code"]
+    assert PassThroughProfiler().summary() == ""  # and the pass-through profiler reports nothing
 
 
 def test_advanced_profiler_reports_cprofile_stats_per_action(tmp_path):
