@@ -127,6 +127,8 @@ def test_sync_dist_reduces_epoch_values_across_ranks(torchrun_run, reference):
     _, (r0, r1) = torchrun_run
     assert r0["callback_metrics"]["rank_value"] == r1["callback_metrics"]["rank_value"] == 0.5  # mean of 0 and 1
     assert r0["callback_metrics"]["rank_sum"] == r1["callback_metrics"]["rank_sum"] == 8 * 1 + 8 * 2  # 8 steps each
+    # A step value with sync_dist=True: reduced when logged (0 on rank 0, 1 on rank 1 unreduced).
+    assert r0["callback_metrics"]["rank_step"] == r1["callback_metrics"]["rank_step"] == 0.5
     for key in ("train_loss_epoch", "val_loss"):
         assert r0["callback_metrics"][key] == r1["callback_metrics"][key]
         assert r0["callback_metrics"][key] == pytest.approx(reference["callback_metrics"][key], rel=1e-4)
@@ -146,6 +148,8 @@ def test_checkpoints_and_logs_are_written_once_by_rank_zero(torchrun_run):
     step_col, loss_col = header.index("step"), header.index("train_loss_step")
     logged_steps = [int(r.split(",")[step_col]) for r in rows[1:] if r.split(",")[loss_col]]
     assert logged_steps == list(range(16))  # each step once: rank 1 wrote nothing
+    rank_col = header.index("rank_step")
+    assert {float(r.split(",")[rank_col]) for r in rows[1:] if r.split(",")[rank_col]} == {0.5}  # all-ranks mean
 
 
 def test_predict_covers_every_sample_exactly_once(torchrun_run):
@@ -395,3 +399,26 @@ def test_a_run_after_a_failed_one_uses_collectives_again(tmp_path):
     assert trainer.strategy.failing
     trainer.fit(model)
     assert not trainer.strategy.failing and trainer.global_step == 2
+
+
+def test_shuffled_shards_are_disjoint_complete_and_redrawn_each_epoch(tmp_path):
+    """shuffle=True under DDP: the DistributedSampler fulmen puts in gets set_epoch every epoch, so
+    the order changes between epochs, identically on both ranks (same seed), and a second launch
+    draws the same orders."""
+    runs = []
+    for launch in range(2):
+        out = tmp_path / f"launch{launch}"
+        assert _torchrun(out, "--shuffle").returncode == 0
+        runs.append(_ranks(out))
+    (r0, r1), again = runs
+    epoch_batches = 64 // (4 * 2)
+    orders = []
+    for epoch in range(2):
+        window = slice(epoch * epoch_batches, (epoch + 1) * epoch_batches)
+        mine = [i for batch in r0["seen"][window] for i in batch]
+        theirs = [i for batch in r1["seen"][window] for i in batch]
+        assert sorted(mine + theirs) == list(range(64))  # disjoint and complete
+        orders.append(mine)
+    assert orders[0] != orders[1]  # redrawn for epoch 1
+    assert orders[0] != sorted(orders[0])  # shuffled at all
+    assert [again[0]["seen"], again[1]["seen"]] == [r0["seen"], r1["seen"]]

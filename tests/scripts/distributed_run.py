@@ -79,6 +79,8 @@ class Net(pl.LightningModule):
         self.log("rank_value", x.new_tensor(float(self.global_rank)), sync_dist=True, on_epoch=True, on_step=False)
         self.log("rank_sum", x.new_tensor(float(self.global_rank + 1)), sync_dist=True, reduce_fx="sum",
                  on_epoch=True, on_step=False)
+        # Per step: the value every rank sees (and rank 0 logs) is the all-ranks mean at that step.
+        self.log("rank_step", x.new_tensor(float(self.global_rank)), sync_dist=True, on_step=True, on_epoch=False)
         if self.args.stop_rank is not None:
             # Logged without sync_dist: only one rank's value falls, so only its EarlyStopping wants to stop.
             value = 1.0 / (1 + self.current_epoch) if self.global_rank == self.args.stop_rank else float(self.current_epoch)
@@ -127,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-steps", type=int, default=-1)
     parser.add_argument("--user-stop-step", type=int, default=None)
     parser.add_argument("--preempt-step", type=int, default=None)
+    parser.add_argument("--shuffle", action="store_true")
     args = parser.parse_args(argv)
 
     pl.seed_everything(0)
@@ -146,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     model = Net(args)
     data = Indexed()
-    train = DataLoader(data, batch_size=args.batch_size, shuffle=False)
+    train = DataLoader(data, batch_size=args.batch_size, shuffle=args.shuffle)
     val = DataLoader(data, batch_size=8)
     trainer.fit(model, train, val, ckpt_path=args.resume)
     predictions = trainer.predict(model, DataLoader(data, batch_size=5))  # 64 = 12 * 5 + 4: uneven on purpose
