@@ -48,6 +48,7 @@ class Logger(ABC):
 
     # Joins a logger's `prefix` to metric names: prefix "train" turns "loss" into "train-loss".
     LOGGER_JOIN_CHAR = "-"
+    _prefix = ""  # put before every metric name with LOGGER_JOIN_CHAR (see _add_prefix)
     # Metric names are grouped on this character (TensorBoard puts "val/loss" under "val").
     group_separator = "/"
 
@@ -102,6 +103,11 @@ class Logger(ABC):
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
         """Called after `ModelCheckpoint` writes a checkpoint (e.g. to upload it). Does nothing by default."""
 
+    def _add_prefix(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
+        if not self._prefix:
+            return dict(metrics)
+        return {f"{self._prefix}{self.LOGGER_JOIN_CHAR}{key}": value for key, value in metrics.items()}
+
 
 class CheckpointUploadingLogger(Logger):
     """A logger that uploads checkpoints as artifacts (`log_model`): True uploads the ModelCheckpoint's
@@ -121,6 +127,21 @@ class CheckpointUploadingLogger(Logger):
 
     def _scan_and_log_checkpoints(self, checkpoint_callback: Any) -> None:
         raise NotImplementedError
+
+
+def checkpoint_metadata(checkpoint_callback: Any, path: str, score: Any, section: str) -> dict[str, Any]:
+    """What MLflow and W&B store beside an uploaded checkpoint: its score, file name, and (under
+    `section`, each logger's name for it as in Lightning) how the ModelCheckpoint was configured."""
+    return {
+        "score": score,
+        "original_filename": os.path.basename(path),
+        section: {
+            key: getattr(checkpoint_callback, key)
+            for key in ("monitor", "mode", "save_last", "save_top_k", "save_weights_only",
+                        "_every_n_train_steps", "_every_n_epochs")
+            if hasattr(checkpoint_callback, key)
+        },
+    }
 
 
 def new_checkpoints(checkpoint_callback: Any, logged: dict[str, float]) -> list[tuple[str, Any]]:
@@ -198,11 +219,6 @@ class _VersionedDirLogger(Logger):
     def log_dir(self) -> str:
         version = self.version
         return os.path.join(self.root_dir, version if isinstance(version, str) else f"version_{version}")
-
-    def _add_prefix(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
-        if not self._prefix:
-            return dict(metrics)
-        return {f"{self._prefix}{self.LOGGER_JOIN_CHAR}{key}": value for key, value in metrics.items()}
 
 
 def _next_version(root_dir: str) -> int:

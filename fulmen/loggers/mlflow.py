@@ -22,7 +22,8 @@ from typing import Any, Literal
 from fulmen._yaml import dump_yaml
 from fulmen.errors import warn_once
 from fulmen.loggers.base import (
-    CheckpointUploadingLogger, _convert_params, _flatten_dict, _python_number, _to_plain, new_checkpoints,
+    CheckpointUploadingLogger, _convert_params, _flatten_dict, _python_number, _to_plain, checkpoint_metadata,
+    new_checkpoints,
 )
 
 __all__ = ["MLFlowLogger"]
@@ -67,8 +68,6 @@ class MLFlowLogger(CheckpointUploadingLogger):
         >>> trainer = Trainer(logger=logger)                                              # doctest: +SKIP
     """
 
-    LOGGER_JOIN_CHAR = "-"
-
     def __init__(
         self,
         experiment_name: str = "lightning_logs",
@@ -100,7 +99,6 @@ class MLFlowLogger(CheckpointUploadingLogger):
         self.tags = dict(tags) if tags else None
         self._log_model = log_model
         self._logged_model_time: dict[str, float] = {}
-        self._checkpoint_callback: Any = None
         self._prefix = prefix
         self._artifact_location = artifact_location
         self._log_batch_kwargs = {} if synchronous is None else {"synchronous": synchronous}
@@ -188,8 +186,7 @@ class MLFlowLogger(CheckpointUploadingLogger):
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
 
-        if self._prefix:
-            metrics = {f"{self._prefix}{self.LOGGER_JOIN_CHAR}{k}": v for k, v in metrics.items()}
+        metrics = self._add_prefix(metrics)
         timestamp_ms = int(time.time() * 1000)
         batch = []
         for key, value in metrics.items():
@@ -219,16 +216,7 @@ class MLFlowLogger(CheckpointUploadingLogger):
     # --- checkpoints ------------------------------------------------------------------------
     def _scan_and_log_checkpoints(self, checkpoint_callback: Any) -> None:
         for path, score in new_checkpoints(checkpoint_callback, self._logged_model_time):
-            metadata = {
-                "score": _python_number(score),
-                "original_filename": Path(path).name,
-                "Checkpoint": {
-                    key: getattr(checkpoint_callback, key)
-                    for key in ("monitor", "mode", "save_last", "save_top_k", "save_weights_only",
-                                "_every_n_train_steps", "_every_n_epochs")
-                    if hasattr(checkpoint_callback, key)
-                },
-            }
+            metadata = checkpoint_metadata(checkpoint_callback, path, _python_number(score), "Checkpoint")
             aliases = ["latest", "best"] if path == getattr(checkpoint_callback, "best_model_path", "") else ["latest"]
             artifact_path = Path(path).stem
             self.experiment.log_artifact(self.run_id, path, artifact_path)

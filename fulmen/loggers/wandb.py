@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Literal
 
 from fulmen.errors import warn_once
-from fulmen.loggers.base import CheckpointUploadingLogger, _convert_params, _to_plain, new_checkpoints
+from fulmen.loggers.base import (
+    CheckpointUploadingLogger, _convert_params, _to_plain, checkpoint_metadata, new_checkpoints,
+)
 
 __all__ = ["WandbLogger"]
 
@@ -59,8 +60,6 @@ class WandbLogger(CheckpointUploadingLogger):
         >>> trainer = Trainer(logger=logger)                     # doctest: +SKIP
     """
 
-    LOGGER_JOIN_CHAR = "-"
-
     def __init__(
         self, name: str | None = None, save_dir: str | os.PathLike = ".", version: str | None = None,
         offline: bool = False, dir: str | os.PathLike | None = None, id: str | None = None,
@@ -78,7 +77,6 @@ class WandbLogger(CheckpointUploadingLogger):
         self._prefix = prefix
         self._experiment = experiment
         self._logged_model_time: dict[str, float] = {}
-        self._checkpoint_callback: Any = None
         self._checkpoint_name = checkpoint_name
         if save_dir == "." and dir is not None:
             save_dir = dir
@@ -137,8 +135,7 @@ class WandbLogger(CheckpointUploadingLogger):
         self.experiment.config.update(_to_plain(_convert_params(params)), allow_val_change=True)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        if self._prefix:
-            metrics = {f"{self._prefix}{self.LOGGER_JOIN_CHAR}{k}": v for k, v in metrics.items()}
+        metrics = self._add_prefix(metrics)
         values = dict(metrics)
         if step is not None:
             values["trainer/global_step"] = step
@@ -163,16 +160,7 @@ class WandbLogger(CheckpointUploadingLogger):
     def _scan_and_log_checkpoints(self, checkpoint_callback: Any) -> None:
         wandb = _import_wandb()
         for path, score in new_checkpoints(checkpoint_callback, self._logged_model_time):
-            metadata = _to_plain({
-                "score": score,
-                "original_filename": Path(path).name,
-                checkpoint_callback.__class__.__name__: {
-                    key: getattr(checkpoint_callback, key)
-                    for key in ("monitor", "mode", "save_last", "save_top_k", "save_weights_only",
-                                "_every_n_train_steps", "_every_n_epochs")
-                    if hasattr(checkpoint_callback, key)
-                },
-            })
+            metadata = _to_plain(checkpoint_metadata(checkpoint_callback, path, score, type(checkpoint_callback).__name__))
             name = self._checkpoint_name or f"model-{self.experiment.id}"
             artifact = wandb.Artifact(name=name, type="model", metadata=metadata)
             artifact.add_file(path, name="model.ckpt")
