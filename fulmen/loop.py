@@ -428,8 +428,8 @@ def _validation_due_this_epoch(trainer: Trainer) -> bool:
 
 def _accumulating(trainer: Trainer) -> bool:
     """Whether an accumulation window is open: its gradients must survive a validation run."""
-    done, n = trainer.state.batches_done, trainer.accumulate_grad_batches
-    return trainer.lightning_module.automatic_optimization and done % n != 0 and done != trainer.num_training_batches
+    done = trainer.state.batches_done
+    return trainer.lightning_module.automatic_optimization and done > 0 and not _window(trainer, done - 1)[1]
 
 
 def _maybe_validate(trainer: Trainer, batch_idx: int, is_last: bool, log_at: int) -> bool:

@@ -140,10 +140,12 @@ class _LRCallback(Callback):
         self.best_loss = 0.0
         self.start_step = 0
 
-    def _steps_here(self, trainer: Trainer, batch_idx: int) -> bool:
+    @staticmethod
+    def _steps_here(trainer: Trainer, batch_idx: int) -> bool:
         """Whether this batch ends a gradient-accumulation window (only those step the optimizer)."""
-        n = trainer.accumulate_grad_batches
-        return (batch_idx + 1) % n == 0 or batch_idx + 1 == trainer.num_training_batches
+        from fulmen.loop import _window
+
+        return _window(trainer, batch_idx)[1]
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
         if self._steps_here(trainer, batch_idx):
