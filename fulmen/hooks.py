@@ -10,19 +10,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fulmen.callbacks.callback import Callback
+from fulmen.callbacks.callback import CALLBACK_HOOKS, Callback
 from fulmen.precision import calls_closure_once
 
 if TYPE_CHECKING:
     from fulmen.module import LightningModule
     from fulmen.trainer import Trainer
-
-CALLBACK_HOOKS = tuple(
-    name
-    for name, value in vars(Callback).items()
-    if callable(value) and (name.startswith("on_") or name in ("setup", "teardown"))
-)
-
 
 # What a customised training step may override; none of them overridden → the plain step.
 _STEP_HOOKS = (

@@ -309,9 +309,17 @@ def _modules_after(statement: str) -> set[str]:
     return set(json.loads(out.stdout))
 
 
+def test_import_fulmen_alone_imports_nothing_heavy():
+    """`import fulmen` (what the `fulmen` command and the drop-in runner start with) loads no torch."""
+    bare = _modules_after("fulmen")
+    assert "fulmen" in bare and "torch" not in bare
+    assert {n for n in bare if n.startswith("fulmen.")} == {"fulmen.__about__"}
+
+
 def test_import_fulmen_loads_neither_tensorboard_nor_extra_tqdm():
     with_torch = _modules_after("torch")
-    with_fulmen = _modules_after("fulmen")
+    # What a user touches: the Trainer and the callbacks (the names of `fulmen` load on first use).
+    with_fulmen = _modules_after("fulmen.trainer, fulmen.callbacks.model_checkpoint")
     assert "fulmen" in with_fulmen and "torch" in with_fulmen
 
     def tensorboard(names: set[str]) -> set[str]:

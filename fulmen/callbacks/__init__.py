@@ -1,33 +1,57 @@
-"""Callbacks: hooks into the Trainer's loops, one per file."""
+"""Callbacks: hooks into the Trainer's loops, one per file.
 
-from fulmen.callbacks.callback import Callback
-from fulmen.callbacks.batch_size_finder import BatchSizeFinder
-from fulmen.callbacks.device_stats_monitor import DeviceStatsMonitor
-from fulmen.callbacks.early_stopping import EarlyStopping
-from fulmen.callbacks.finetuning import BackboneFinetuning, BaseFinetuning
-from fulmen.callbacks.gradient_accumulation_scheduler import GradientAccumulationScheduler
-from fulmen.callbacks.lambda_function import LambdaCallback
-from fulmen.callbacks.lr_finder import LearningRateFinder
-from fulmen.callbacks.lr_monitor import LearningRateMonitor
-from fulmen.callbacks.model_checkpoint import ModelCheckpoint
-from fulmen.callbacks.model_summary import ModelSummary
-from fulmen.callbacks.on_exception_checkpoint import OnExceptionCheckpoint
-from fulmen.callbacks.prediction_writer import BasePredictionWriter
-from fulmen.callbacks.progress import ProgressBar, TQDMProgressBar
-from fulmen.callbacks.pruning import ModelPruning
-from fulmen.callbacks.rich_progress import RichModelSummary, RichProgressBar
-from fulmen.callbacks.spike import SpikeDetection, TrainingSpikeException
-from fulmen.callbacks.stochastic_weight_avg import StochasticWeightAveraging
-from fulmen.callbacks.throughput_monitor import ThroughputMonitor
-from fulmen.callbacks.timer import Timer
-from fulmen.callbacks.weight_averaging import EMAWeightAveraging, WeightAveraging
+Each name loads its file on first use (`from fulmen.callbacks import ModelCheckpoint`), so that
+importing one callback's module, or `fulmen.callbacks.callback` from the core, does not pull in
+every other callback and the core modules they import.
+"""
 
-__all__ = [
-    "Callback", "EarlyStopping", "ModelCheckpoint", "ModelSummary", "OnExceptionCheckpoint", "ProgressBar",
-    "TQDMProgressBar",
-    "BackboneFinetuning", "BasePredictionWriter", "BaseFinetuning", "DeviceStatsMonitor", "EMAWeightAveraging",
-    "GradientAccumulationScheduler", "LambdaCallback", "LearningRateMonitor", "ModelPruning", "RichModelSummary",
-    "RichProgressBar", "SpikeDetection", "StochasticWeightAveraging", "ThroughputMonitor", "Timer",
-    "TrainingSpikeException", "WeightAveraging",
-    "BatchSizeFinder", "LearningRateFinder",
-]
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+# name -> the module of fulmen.callbacks that defines it
+_HOME = {
+    "BackboneFinetuning": "finetuning",
+    "BaseFinetuning": "finetuning",
+    "BasePredictionWriter": "prediction_writer",
+    "BatchSizeFinder": "batch_size_finder",
+    "Callback": "callback",
+    "Checkpoint": "checkpoint",
+    "DeviceStatsMonitor": "device_stats_monitor",
+    "EMAWeightAveraging": "weight_averaging",
+    "EarlyStopping": "early_stopping",
+    "GradientAccumulationScheduler": "gradient_accumulation_scheduler",
+    "LambdaCallback": "lambda_function",
+    "LearningRateFinder": "lr_finder",
+    "LearningRateMonitor": "lr_monitor",
+    "ModelCheckpoint": "model_checkpoint",
+    "ModelPruning": "pruning",
+    "ModelSummary": "model_summary",
+    "OnExceptionCheckpoint": "on_exception_checkpoint",
+    "ProgressBar": "progress",
+    "RichModelSummary": "rich_progress",
+    "RichProgressBar": "rich_progress",
+    "SpikeDetection": "spike",
+    "StochasticWeightAveraging": "stochastic_weight_avg",
+    "TQDMProgressBar": "progress",
+    "ThroughputMonitor": "throughput_monitor",
+    "Timer": "timer",
+    "TrainingSpikeException": "spike",
+    "WeightAveraging": "weight_averaging",
+}
+
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+    setattr(sys.modules[__name__], name, value)
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

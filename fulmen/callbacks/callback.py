@@ -125,3 +125,11 @@ class Callback:
     def on_load_checkpoint(
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
     ) -> None: ...
+
+
+# Every hook a callback can implement (the Trainer dispatches these; LambdaCallback checks names against them).
+CALLBACK_HOOKS = tuple(
+    name
+    for name, value in vars(Callback).items()
+    if callable(value) and (name.startswith("on_") or name in ("setup", "teardown"))
+)

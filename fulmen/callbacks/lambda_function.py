@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fulmen.callbacks.callback import Callback
+from fulmen.callbacks.callback import CALLBACK_HOOKS, Callback
 from fulmen.errors import MisconfigurationException
-from fulmen.hooks import CALLBACK_HOOKS
 
 
 class LambdaCallback(Callback):
