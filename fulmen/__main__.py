@@ -1,8 +1,8 @@
-"""`python -m fulmen ...`: the same as the `fulmen` command (see fulmen.cli)."""
+"""`python -m fulmen ...`: the same as the `fulmen` command (see fulmen.commands)."""
 
 import sys
 
-from fulmen.cli import main
+from fulmen.commands import main
 
 if __name__ == "__main__":
     sys.exit(main())

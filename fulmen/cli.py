@@ -35,21 +35,17 @@ from typing import Any
 
 from fulmen._yaml import _YAML_SPECIALS, dump_yaml, load_yaml
 from fulmen.callbacks.callback import Callback
+from fulmen.errors import CLIError
 from fulmen.trainer import Trainer
 
-__all__ = ["FulmenCLI", "SaveConfigCallback", "main", "new_project"]
+__all__ = [
+    "ArgsType", "FulmenCLI", "LRSchedulerCallable", "LightningCLI", "OptimizerCallable", "SaveConfigCallback",
+    "cli_lightning_logo", "main", "new_project",
+]
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 # For `class_path: ModelCheckpoint`: short names are looked up in these modules.
 _SHORT_NAME_MODULES = ("fulmen.callbacks", "fulmen.loggers", "fulmen", "torch.optim", "torch.optim.lr_scheduler")
-
-
-class CLIError(SystemExit):
-    """A bad command line or config: the message goes to stderr and the exit status is 2."""
-
-    def __init__(self, message: str) -> None:
-        print(f"error: {message}", file=sys.stderr)
-        super().__init__(2)
 
 
 class SaveConfigCallback(Callback):
@@ -508,52 +504,24 @@ def new_project(name: str, parent: str | Path = ".") -> Path:
 
 # --- the `fulmen` command ------------------------------------------------------------------------
 
-_USAGE = """usage: fulmen {doctor,new,report,fit,validate,test,predict} ...
-
-  doctor PATH...        check LightningModule code for common mistakes (docs/common_mistakes.md)
-  new NAME              create a project: model.py, data.py, train.py, config.yaml, a test
-  report RUN_DIR        write a self-contained HTML report of a run (curves, hparams, checkpoints)
-  fit|validate|test|predict --config cfg.yaml
-                        run the model and data classes named in the config (model.class_path)
-  --version             print fulmen's version
+LIGHTNING_LOGO = r"""
+    ___       __
+   / _/_ __  / /_ _  ___ ___
+  / _/ // / / /  ' \/ -_) _ \
+ /_/ \_,_/ /_/_/_/_/\__/_//_/
 """
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The `fulmen` console script; returns the exit status."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(_USAGE, end="")
-        return 0 if argv else 2
-    command, rest = argv[0], argv[1:]
-    try:
-        if command == "--version":
-            from fulmen.__about__ import __version__
+def cli_lightning_logo() -> None:
+    """Lightning's `cli_lightning_logo()`: what its example scripts print first. fulmen prints its own name."""
+    print(f"\n{LIGHTNING_LOGO}\n  fulmen: the Lightning API on a small loop\n")
 
-            print(f"fulmen {__version__}")
-            return 0
-        if command == "doctor":
-            from fulmen.doctor import main as doctor_main
 
-            return doctor_main(rest)
-        if command == "report":
-            from fulmen.report import main as report_main
+# `lightning.pytorch.cli` names until LightningCLI itself lands (issue 14): FulmenCLI is fulmen's
+# config-driven CLI, and the type aliases are what Lightning code annotates its arguments with.
+LightningCLI = FulmenCLI
+ArgsType = typing.Optional[typing.Union[list, dict, "argparse.Namespace"]]
+OptimizerCallable = typing.Callable[[typing.Iterable], "torch.optim.Optimizer"]
+LRSchedulerCallable = typing.Callable[["torch.optim.Optimizer"], typing.Any]
 
-            return report_main(rest)
-        if command == "new":
-            if len(rest) != 1 or rest[0].startswith("-"):
-                print("usage: fulmen new NAME   (creates the folder NAME in the current folder)", file=sys.stderr)
-                return 2
-            target = new_project(rest[0])
-            print(f"Created {target}/ (model.py, data.py, train.py, config.yaml, test_project.py).\n"
-                  f"Next: cd {target} && python train.py fit --config config.yaml && python -m pytest")
-            return 0
-        if command in SUBCOMMANDS:
-            if os.getcwd() not in sys.path:  # class_path: model.Classifier refers to ./model.py
-                sys.path.insert(0, os.getcwd())
-            FulmenCLI(args=argv)
-            return 0
-    except CLIError as err:
-        return int(err.code)
-    print(f"fulmen: unknown command {command!r}.\n{_USAGE}", file=sys.stderr, end="")
-    return 2
+from fulmen.commands import main  # noqa: E402  the `fulmen` command (kept here for `from fulmen.cli import main`)

@@ -13,6 +13,16 @@ class MisconfigurationException(Exception):
     """Raised when the Trainer, a module or a callback is set up in a way that cannot work."""
 
 
+class CLIError(SystemExit):
+    """A bad command line or config (fulmen.cli): the message goes to stderr and the exit status is 2."""
+
+    def __init__(self, message: str) -> None:
+        import sys
+
+        print(f"error: {message}", file=sys.stderr)
+        super().__init__(2)
+
+
 _warned: set[str] = set()
 
 
