@@ -47,9 +47,9 @@ from typing import IO, TYPE_CHECKING, Any
 import torch
 
 from fulmen.__about__ import __version__
-from fulmen.dataloading import loader_position
+from fulmen.dataloading import train_position
 from fulmen.errors import MisconfigurationException, warn_once
-from fulmen.hparams import to_plain_hparams
+from fulmen.hparams import checkpoint_entries
 from fulmen.seed import rng_state_dict
 from fulmen.state import TrainerFn
 
@@ -373,14 +373,14 @@ def checkpoint_dict(trainer: Trainer, weights_only: bool = False) -> dict[str, A
     }
     if trainer.state.fn == "fit" and trainer.train_dataloader is not None:
         # Exact resume: the random state now and at the start of the epoch (which decided its data
-        # order), and a stateful loader's own position. Plain data and tensors only.
+        # order), and a stateful loader's own position (or, for several loaders, each one's). Plain data and tensors only.
         checkpoint["resume"].update(
-            rng=rng_state_dict(), epoch_start=trainer._epoch_start,
-            loader=loader_position(trainer.train_dataloader),
+            rng=rng_state_dict(), epoch_start=trainer._epoch_start, loader=train_position(trainer),
         )
         if strategy.distributed and not strategy.failing:  # every rank's random state, for a per-rank exact resume
+            resume = checkpoint["resume"]
             checkpoint["resume"]["ranks"] = strategy.all_gather_object(
-                {"rng": checkpoint["resume"]["rng"], "epoch_start": trainer._epoch_start}
+                {"rng": resume["rng"], "epoch_start": trainer._epoch_start, "loader": resume["loader"]}
             )
     if not weights_only:
         checkpoint["callbacks"] = {cb.state_key: cb.state_dict() for cb in trainer.callbacks}
@@ -389,14 +389,10 @@ def checkpoint_dict(trainer: Trainer, weights_only: bool = False) -> dict[str, A
         precision_state = trainer._precision.state_dict()
         if precision_state:
             checkpoint["MixedPrecision"] = precision_state
-    if module.hparams:
-        checkpoint["hparams_name"] = "kwargs"
-        checkpoint["hyper_parameters"] = to_plain_hparams(module.hparams)
+    checkpoint.update(checkpoint_entries(module))  # hyperparameters, exact (see fulmen.hparams.to_checkpoint)
     dm = trainer.datamodule
     if dm is not None:
-        if dm.hparams:
-            checkpoint["datamodule_hparams_name"] = "kwargs"
-            checkpoint["datamodule_hyper_parameters"] = to_plain_hparams(dm.hparams)
+        checkpoint.update(checkpoint_entries(dm))
         dm_state = dm.state_dict()
         if dm_state:
             checkpoint[type(dm).__qualname__] = dm_state
@@ -476,7 +472,7 @@ def restore_modules(trainer: Trainer, path: str, checkpoint: dict[str, Any] | No
     if checkpoint is None:
         checkpoint = load_checkpoint(path, map_location="cpu")
     module.on_load_checkpoint(checkpoint)
-    trainer.strategy.load_model_state_dict(module, checkpoint["state_dict"])
+    trainer.strategy.load_model_state_dict(module, checkpoint["state_dict"], strict=module.strict_loading)
     dm = trainer.datamodule
     if dm is not None and type(dm).__qualname__ in checkpoint:
         dm.load_state_dict(checkpoint[type(dm).__qualname__])

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -24,6 +24,7 @@ from torch.utils.data import (
 )
 
 from fulmen.data import as_loader_list, num_batches, with_sampler
+from fulmen.utilities.combined_loader import CombinedLoader, _flatten, _is_leaf
 from fulmen.datamodule import LightningDataModule
 from fulmen.errors import MisconfigurationException, warn_once
 from fulmen.hooks import is_overridden
@@ -55,7 +56,7 @@ def setup_dataloaders(trainer: Trainer, fn: TrainerFn, model: LightningModule, d
     elif fn in (TrainerFn.VALIDATING, TrainerFn.TESTING):
         kind = "val" if fn == TrainerFn.VALIDATING else "test"
         explicit = data.get("eval_loaders")
-        loaders = as_loader_list(explicit, "dataloaders") if explicit is not None else loaders_from(kind, model, datamodule)
+        loaders = eval_loader_list(explicit, "dataloaders") if explicit is not None else loaders_from(kind, model, datamodule)
         step = "validation_step" if kind == "val" else "test_step"
         if not loaders:
             raise MisconfigurationException(
@@ -76,7 +77,7 @@ def setup_dataloaders(trainer: Trainer, fn: TrainerFn, model: LightningModule, d
             trainer._test_loaders, trainer.num_test_batches = loaders, counts
     else:
         explicit = data.get("predict")
-        loaders = as_loader_list(explicit, "dataloaders") if explicit is not None else loaders_from("predict", model, datamodule)
+        loaders = eval_loader_list(explicit, "dataloaders") if explicit is not None else loaders_from("predict", model, datamodule)
         if not loaders:
             raise MisconfigurationException(
                 "trainer.predict() found no data. Received: dataloaders=None and no predict_dataloader(). "
@@ -87,21 +88,53 @@ def setup_dataloaders(trainer: Trainer, fn: TrainerFn, model: LightningModule, d
 
 
 def load_train_dataloader(trainer: Trainer) -> None:
-    """Set `trainer.train_dataloader` and `num_training_batches`; fit runs on exactly one loader."""
-    loaders = _fit_loaders(trainer, "train")
-    if not loaders:
+    """Set `trainer.train_dataloader` and `num_training_batches`.
+
+    As in Lightning, several training loaders (a list or dict of them, possibly nested) are read
+    together as `CombinedLoader(loaders, "max_size_cycle")`, or in the mode of a CombinedLoader the
+    user passed; `training_step` then gets a list or dict of batches, and `train_dataloader` is the
+    collection of (prepared) loaders. The CombinedLoader itself is `trainer._combined_loader`.
+    """
+    source = _train_source(trainer)
+    if source is None or (isinstance(source, (list, tuple, Mapping)) and not _flatten(source)[0]):
         raise MisconfigurationException(
             "fit found no training data. Received: train_dataloaders=None, no datamodule.train_dataloader() and "
             "no model.train_dataloader(). Fix: trainer.fit(model, train_dataloaders=DataLoader(dataset, ...))."
         )
-    if len(loaders) > 1:
-        raise MisconfigurationException(
-            f"fit takes one training dataloader. Received: {len(loaders)} training dataloaders. "
-            "Fix: combine the datasets (torch.utils.data.ConcatDataset) into one DataLoader."
-        )
-    trainer.train_dataloader = prepare_loader(trainer, loaders[0], train=True)
-    trainer.num_training_batches = num_batches(trainer.train_dataloader, trainer.limit_train_batches)
+    limit = trainer.limit_train_batches
+    if not isinstance(source, CombinedLoader) and _is_leaf(source):  # one loader: read as it is
+        as_loader_list(source, "train_dataloaders")  # the same check as for each of several
+        trainer._combined_loader = None
+        trainer.train_dataloader = prepare_loader(trainer, source, train=True)
+        trainer.num_training_batches = num_batches(trainer.train_dataloader, limit)
+    else:
+        combined = source if isinstance(source, CombinedLoader) else CombinedLoader(source, "max_size_cycle")
+        if combined._mode == "sequential":
+            raise MisconfigurationException(
+                "Training reads its dataloaders together, not one after the other. Received: "
+                'CombinedLoader(mode="sequential") as training data. Fix: use mode "max_size_cycle", "max_size" '
+                'or "min_size".'
+            )
+        as_loader_list(combined.flattened, "train_dataloaders")
+        combined.flattened = [prepare_loader(trainer, dl, train=True) for dl in combined.flattened]
+        combined.limits = [num_batches(dl, limit) for dl in combined.flattened]
+        trainer._combined_loader = combined
+        trainer.train_dataloader = combined.iterables
+        trainer.num_training_batches = combined._length()
     trainer._last_train_reload_epoch = trainer.state.epoch
+
+
+def _train_source(trainer: Trainer) -> Any:
+    """What fit trains on, as given: the argument of fit, else the datamodule's or the model's train_dataloader()."""
+    explicit = trainer._fit_data.get("train")
+    if explicit is not None:
+        return explicit
+    model, datamodule = trainer.lightning_module, trainer.datamodule
+    if datamodule is not None and is_overridden("train_dataloader", datamodule, LightningDataModule):
+        return datamodule.train_dataloader()
+    if callable(getattr(model, "train_dataloader", None)):
+        return model.train_dataloader()
+    return None
 
 
 def load_val_dataloaders(trainer: Trainer) -> None:
@@ -140,18 +173,48 @@ def _fit_loaders(trainer: Trainer, kind: str) -> list[Any]:
     """fit's "train" or "val" loaders: those passed to fit, else the datamodule's or the model's."""
     explicit = trainer._fit_data.get(kind)
     if explicit is not None:
-        return as_loader_list(explicit, f"{kind}_dataloaders")
+        return eval_loader_list(explicit, f"{kind}_dataloaders")
     return loaders_from(kind, trainer.lightning_module, trainer.datamodule)
 
 
 def loaders_from(kind: str, model: LightningModule, datamodule: Any) -> list[Any]:
     """`{kind}_dataloader()` of the datamodule when it overrides it, else of the model, else []."""
     method = f"{kind}_dataloader"
-    if datamodule is not None and is_overridden(method, datamodule, LightningDataModule):
-        return as_loader_list(getattr(datamodule, method)(), method)
-    if callable(getattr(model, method, None)):
-        return as_loader_list(getattr(model, method)(), method)
+    # An instance attribute counts as an override too (LightningDataModule.from_datasets sets them).
+    if datamodule is not None and (is_overridden(method, datamodule, LightningDataModule) or method in vars(datamodule)):
+        return eval_loader_list(getattr(datamodule, method)(), method)
+    if is_overridden(method, model, LightningModule) or method in vars(model):  # the defaults raise
+        return eval_loader_list(getattr(model, method)(), method)
     return []
+
+
+def eval_loader_list(loaders: Any, name: str) -> list[Any]:
+    """Evaluation's loaders as the list it runs one after the other (Lightning's "sequential"
+    mode): a list, a dict or a nested collection gives its loaders in order, and so does a
+    CombinedLoader in "sequential" mode; one in another mode is a single loader of combined batches."""
+    if isinstance(loaders, CombinedLoader):
+        if loaders._mode == "sequential":
+            return as_loader_list(loaders.flattened, name)
+        return [_CombinedBatches(loaders)]
+    if isinstance(loaders, (list, tuple, Mapping)) and not isinstance(loaders, torch.Tensor) and not _is_leaf(loaders):
+        loaders = _flatten(loaders)[0]
+    return as_loader_list(loaders, name)
+
+
+class _CombinedBatches:
+    """A non-sequential CombinedLoader used for evaluation: its combined batches, without the indices."""
+
+    def __init__(self, combined: CombinedLoader):
+        self.combined = combined
+
+    def __iter__(self) -> Iterator[Any]:
+        return (batch for batch, _, _ in iter(self.combined))
+
+    def __len__(self) -> int:
+        length = self.combined._length()
+        if length == float("inf"):
+            raise TypeError("an iterable without a length")
+        return int(length)
 
 
 def prepare_loader(trainer: Trainer, loader: Any, train: bool, predict: bool = False) -> Any:
@@ -196,7 +259,9 @@ def _distributed(trainer: Trainer, loader: DataLoader, train: bool, predict: boo
         return loader
     seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
     if isinstance(sampler, (RandomSampler, SequentialSampler)) and not predict:
-        shuffle = isinstance(sampler, RandomSampler) and not (train and trainer.overfit_batches)
+        # As Lightning's use_distributed_sampler: training data is shuffled across ranks (whatever
+        # the loader's own sampler), evaluation keeps the loader's choice; overfit_batches never shuffles.
+        shuffle = (train or isinstance(sampler, RandomSampler)) and not trainer.overfit_batches
         return with_sampler(loader, DistributedSampler(loader.dataset, shuffle=shuffle, seed=seed, **kwargs))
     return with_sampler(loader, ShardedSampler(sampler, pad=not predict, **kwargs))
 
@@ -232,13 +297,21 @@ def one_or_list(loaders: list[Any]) -> Any:
 
 # --- exact resume: the data order and random state of a training epoch ----------------------------
 def _generators(loader: Any) -> list[torch.Generator]:
-    """The torch generators that decide `loader`'s order (its own, its sampler's, its batch sampler's)."""
+    """The torch generators that decide `loader`'s order (its own, its sampler's, its batch
+    sampler's); for a CombinedLoader or a collection of loaders, those of every loader in it."""
+    if isinstance(loader, CombinedLoader):
+        loaders = loader.flattened
+    elif isinstance(loader, (list, tuple, Mapping)) and not _is_leaf(loader):
+        loaders = _flatten(loader)[0]
+    else:
+        loaders = [loader]
     found: dict[int, torch.Generator] = {}
-    batch_sampler = getattr(loader, "batch_sampler", None)
-    for owner in (loader, getattr(loader, "sampler", None), getattr(batch_sampler, "sampler", None)):
-        generator = getattr(owner, "generator", None)
-        if isinstance(generator, torch.Generator):
-            found.setdefault(id(generator), generator)
+    for one in loaders:
+        batch_sampler = getattr(one, "batch_sampler", None)
+        for owner in (one, getattr(one, "sampler", None), getattr(batch_sampler, "sampler", None)):
+            generator = getattr(owner, "generator", None)
+            if isinstance(generator, torch.Generator):
+                found.setdefault(id(generator), generator)
     return list(found.values())
 
 
@@ -257,6 +330,16 @@ def loader_position(loader: Any) -> Any:
     return loader.state_dict() if _is_stateful(loader) else None
 
 
+def train_position(trainer: Trainer) -> Any:
+    """Where the training data stream stands, for the checkpoint's resume point: a stateful
+    loader's own position, or for several loaders what `_InnerStarts.position` records."""
+    combined = trainer._combined_loader
+    if combined is None:
+        return loader_position(trainer.train_dataloader)
+    starts = combined._start
+    return {"combined": starts.position(trainer.state.batches_done)} if isinstance(starts, _InnerStarts) else None
+
+
 class _SkipBatches:
     """A batch sampler that drops the first `skip` batches of `inner` without loading them.
 
@@ -272,11 +355,15 @@ class _SkipBatches:
         return len(self.inner)
 
     def __iter__(self) -> Any:
+        done = False
         for i, indices in enumerate(self.inner):
             if i == self.skip:
                 self.then()
+                done = True
             if i >= self.skip:
                 yield indices
+        if not done:  # fewer batches than skipped (a loader that had run out): the state goes back all the same
+            self.then()
 
 
 def train_epoch_batches(trainer: Trainer, loader: Any, stop: int | None) -> Iterator[tuple[int, Any]]:
@@ -287,6 +374,8 @@ def train_epoch_batches(trainer: Trainer, loader: Any, stop: int | None) -> Iter
     the batches already trained on are skipped by index (their data is never loaded), and the
     random state at the checkpoint is restored just before the next batch is loaded.
     """
+    if isinstance(loader, CombinedLoader):
+        return _combined_epoch_batches(trainer, loader, stop)
     start, resume = trainer.state.batches_done, trainer._resume
     trainer._resume = None
     if resume is not None and start == 0 and resume.get("rng") is not None:  # saved at the previous epoch's end
@@ -323,3 +412,110 @@ def train_epoch_batches(trainer: Trainer, loader: Any, stop: int | None) -> Iter
         pass
     restore_checkpoint_rng()
     return itertools.islice(batches, remaining)
+
+
+
+# --- exact resume with several training loaders (a CombinedLoader) --------------------------------
+class _InnerStarts:
+    """How a training CombinedLoader makes its inner iterators (its `_start`).
+
+    Each inner iterator is made right before its first batch is drawn (see
+    `fulmen.utilities.combined_loader`), so the random state at that moment (the global one and
+    the loader's generators) decides that loader's order until it runs out. It is recorded with
+    the batch index at which it was taken; a checkpoint stores, per loader, the last such state
+    before its resume point and how many batches were drawn since (`position`). A resumed epoch
+    (`resume` given) makes each loader's first iterator from that state, skips the drawn batches
+    by index without loading them, and puts the live random state back before the next batch
+    is loaded, so the run continues as the uninterrupted one would have.
+    """
+
+    def __init__(self, combined: CombinedLoader, resume: dict[str, Any] | None = None, batches_done: int = 0):
+        self.combined = combined
+        n = len(combined.flattened)
+        # Per loader: the last two (batch index, state) records; two, because on CUDA the next
+        # batch is prefetched, so a loader may have started over for a batch not trained on yet.
+        self.records: list[list[tuple[int, dict[str, Any]]]] = [[] for _ in range(n)]
+        self.first_restart: list[int | None] = [None] * n  # batch index at which each loader first started over
+        self.pending = dict(enumerate(resume["loaders"])) if resume is not None else {}
+        self.batches_done = batches_done
+        if resume is not None:
+            self.first_restart = list(resume["first_restart"])
+
+    def __call__(self, i: int) -> Iterator[Any]:
+        loader = self.combined.flattened[i]
+        at = self.combined._iterator.idx if self.combined._iterator is not None else 0
+        pending = self.pending.pop(i, None)
+        if pending is not None:
+            state, skip = pending["state"], pending["skip"]
+            at = self.batches_done - skip
+        else:
+            state = epoch_start_state(loader)
+            if self.records[i] and self.first_restart[i] is None:
+                self.first_restart[i] = at
+        self.records[i] = [*self.records[i][-1:], (at, state)]
+        if pending is None:
+            return iter(loader)
+        return _resumed_iterator(loader, state, skip)
+
+    def position(self, batches_done: int) -> dict[str, Any] | None:
+        if batches_done == 0 or not all(self.records):
+            return None  # nothing drawn yet: a resumed epoch starts afresh
+        loaders = []
+        for records in self.records:
+            at, state = next(((at, state) for at, state in reversed(records) if at < batches_done), records[0])
+            loaders.append({"state": state, "skip": batches_done - at})
+        restarts = [r if r is not None and r < batches_done else None for r in self.first_restart]
+        return {"loaders": loaders, "first_restart": restarts}
+
+
+def _resumed_iterator(loader: Any, state: dict[str, Any], skip: int) -> Iterator[Any]:
+    """`loader`'s iterator as it stood `skip` batches after it was made from `state`; the live
+    random state is put back before the first batch it still yields is loaded."""
+    live = rng_state_dict()
+    load_rng_state_dict(state["rng"])
+    for generator, saved in zip(_generators(loader), state["generators"]):
+        generator.set_state(saved)
+
+    def put_back() -> None:
+        load_rng_state_dict(live)
+
+    if isinstance(loader, DataLoader) and loader.batch_sampler is not None:
+        return iter(with_sampler(loader, batch_sampler=_SkipBatches(loader.batch_sampler, skip, put_back)))
+    iterator = iter(loader)  # no index to skip by: the drawn batches are loaded again and dropped
+    for _ in itertools.islice(iterator, skip):
+        pass
+    put_back()
+    return iterator
+
+
+def _combined_epoch_batches(trainer: Trainer, combined: CombinedLoader, stop: int | None) -> Iterator[tuple[int, Any]]:
+    """`train_epoch_batches` for several loaders: `(batch_idx, combined batch)` from `batches_done` to `stop`."""
+    start, resume = trainer.state.batches_done, trainer._resume
+    trainer._resume = None
+    trainer._epoch_start = None  # each inner loader records its own (see _InnerStarts)
+    if resume is not None and resume.get("rng") is not None and start == 0:
+        load_rng_state_dict(resume["rng"])  # saved at the previous epoch's end
+    position = (resume or {}).get("loader") if start else None
+    position = position.get("combined") if isinstance(position, dict) else None
+    if start and (position is None or len(position["loaders"]) != len(combined.flattened)):
+        warn_once(
+            f"Resuming mid-epoch with {len(combined.flattened)} training loaders, but the checkpoint has no "
+            f"position for them, so the {start} batches already trained on are loaded again and dropped, "
+            "and the data order may differ from the uninterrupted run. Fix: resume with the loaders it was saved with."
+        )
+        position = None
+    combined._start = _InnerStarts(combined, position, start)
+    iter(combined)
+    if position is not None:
+        load_rng_state_dict(resume["rng"])  # the live state at the checkpoint; each loader's own is set as it starts
+        iterator = combined._iterator
+        iterator.idx = start
+        if hasattr(iterator, "consumed"):
+            iterator.consumed = [r is not None for r in position["first_restart"]]
+    batches = ((batch_idx, batch) for batch, batch_idx, _ in iter(combined.__next__, None))
+    if start and position is None:
+        for _ in itertools.islice(batches, start):
+            pass
+        if resume is not None and resume.get("rng") is not None:
+            load_rng_state_dict(resume["rng"])
+    return itertools.islice(batches, None if stop is None else max(stop - start, 0))

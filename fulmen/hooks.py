@@ -55,7 +55,8 @@ class HookDispatch:
         self._epoch_end_plain = tuple(f for f in ends if not is_monitoring(f.__self__))
         self._epoch_end_monitors = tuple(f for f in ends if is_monitoring(f.__self__))
         self._module_overrides = {
-            name for name in vars(LightningModule) if is_overridden(name, module, LightningModule)
+            # dir(): the hooks' defaults live in LightningModule's bases (fulmen.module_hooks).
+            name for name in dir(LightningModule) if is_overridden(name, module, LightningModule)
         }
         # Whether anyone overrides the per-batch hooks. Training-step outputs are built only when
         # someone may read them in on_train_batch_end.

@@ -1,15 +1,19 @@
 """`LightningModule`: where the user writes the math.
 
 The user subclasses it with the model (`__init__`/`forward`), the steps (`training_step`, ...)
-and `configure_optimizers`. Everything else here is a hook with a no-op default that the
-Trainer calls at a documented point, or a helper the steps use (`self.log`, `self.optimizers()`,
-`self.manual_backward`, `save_hyperparameters`, `load_from_checkpoint`).
+and `configure_optimizers`. The hooks the Trainer calls at documented points, with their defaults,
+come from `fulmen.module_hooks` (Lightning's `core.hooks`); hyperparameters from `fulmen.hparams`.
+This file owns the rest: what the module knows about its run (`trainer`, `device`, `current_epoch`,
+...), the helpers the steps use (`self.log`, `self.optimizers()`, `self.manual_backward`,
+`all_gather`), loading it from a checkpoint (`load_from_checkpoint`, via `fulmen.saving`) and
+exporting it (`to_torchscript`, `to_onnx`).
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Mapping
+import contextlib
+import importlib.util
+from collections.abc import Generator, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -17,15 +21,16 @@ import torch
 from torch import nn
 
 from fulmen.errors import MisconfigurationException, warn_once
-from fulmen.hparams import AttributeDict, HyperparametersMixin
+from fulmen.hparams import HyperparametersMixin
 from fulmen.logging import log_value
+from fulmen.module_hooks import CheckpointHooks, DataHooks, ModelHooks
 
 if TYPE_CHECKING:
     from fulmen.optim import LightningOptimizer
     from fulmen.trainer import Trainer
 
 
-class LightningModule(HyperparametersMixin, nn.Module):
+class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHooks, nn.Module):
     """A `torch.nn.Module` that also says how to train, validate, test and predict.
 
     Example:
@@ -44,14 +49,26 @@ class LightningModule(HyperparametersMixin, nn.Module):
         ...         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
     """
 
+    # Lightning's checkpoint keys for the hyperparameters, their __init__ argument name, and their type.
+    CHECKPOINT_HYPER_PARAMS_KEY = "hyper_parameters"
+    CHECKPOINT_HYPER_PARAMS_NAME = "hparams_name"
+    CHECKPOINT_HYPER_PARAMS_TYPE = "hparams_type"
+
+    # torch.jit.script compiles every property of the module it scripts unless it is listed here.
+    __jit_unused_properties__: list[str] = [
+        "example_input_array", "on_gpu", "current_epoch", "global_step", "global_rank", "local_rank", "logger",
+        "loggers", "automatic_optimization", "trainer", "strict_loading", "device_mesh", "device", "dtype",
+        *HyperparametersMixin.__jit_unused_properties__,
+    ]
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._trainer: Trainer | None = None
         self._automatic_optimization = True
-        self._hparams: AttributeDict = AttributeDict()
-        self._hparams_initial: AttributeDict = AttributeDict()
-        self._log_hyperparams = True
         self._example_input_array: Any = None
+        self._strict_loading: bool | None = None  # None: not set by the user (loads strictly)
+        self._device_mesh: Any = None
+        self._jit_is_scripting = False
 
     def __setattr__(self, name: str, value: Any) -> None:
         # torch's own message for this ("cannot assign module before Module.__init__() call")
@@ -67,16 +84,43 @@ class LightningModule(HyperparametersMixin, nn.Module):
     # --- where the module is and what it is part of ------------------------------------------
     @property
     def trainer(self) -> Trainer:
-        if self._trainer is None:
+        if self._trainer is None and not self._jit_is_scripting:
             raise RuntimeError(
-                f"{type(self).__name__} is not attached to a Trainer. "
-                "Fix: call trainer.fit(model) (or validate/test/predict) first."
+                f"{type(self).__qualname__} is not attached to a `Trainer`. "
+                "Fix: call trainer.fit(model) (or validate/test/predict) first, or check `model._trainer is None`."
             )
-        return self._trainer
+        return self._trainer  # type: ignore[return-value]
 
     @trainer.setter
     def trainer(self, trainer: Trainer | None) -> None:
+        # LightningModules nested inside this one belong to the same run (their self.log works too).
+        for child in self.children():
+            if isinstance(child, LightningModule):
+                child.trainer = trainer
         self._trainer = trainer
+
+    @property
+    def on_gpu(self) -> bool:
+        """Whether the module is on a CUDA device."""
+        return self.device.type == "cuda"
+
+    @property
+    def strict_loading(self) -> bool:
+        """Whether a checkpoint's state_dict must match this module's keys exactly (default True).
+
+        Set it to False for a module that saves only part of its weights (e.g. without a frozen
+        backbone): `load_from_checkpoint` and the Trainer's `ckpt_path` then load what is there.
+        """
+        return self._strict_loading in (None, True)
+
+    @strict_loading.setter
+    def strict_loading(self, strict_loading: bool) -> None:
+        self._strict_loading = strict_loading
+
+    @property
+    def device_mesh(self) -> Any:
+        """The device mesh a model-parallel strategy sets (None: fulmen's strategies set none)."""
+        return self._device_mesh
 
     @property
     def device(self) -> torch.device:
@@ -257,6 +301,15 @@ class LightningModule(HyperparametersMixin, nn.Module):
             p.requires_grad = requires_grad
         self._toggled_requires_grad = {}
 
+    @contextlib.contextmanager
+    def toggled_optimizer(self, optimizer: Any) -> Generator[None, None, None]:
+        """`toggle_optimizer` for the duration of a `with` block, untoggled even if it raises."""
+        self.toggle_optimizer(optimizer)
+        try:
+            yield
+        finally:
+            self.untoggle_optimizer(optimizer)
+
     def optimizer_step(
         self, epoch: int, batch_idx: int, optimizer: LightningOptimizer, optimizer_closure: Any = None
     ) -> None:
@@ -310,7 +363,21 @@ class LightningModule(HyperparametersMixin, nn.Module):
             param.requires_grad = True
         return self.train()
 
-    # --- hyperparameters and checkpoints ------------------------------------------------------
+
+    # --- across processes --------------------------------------------------------------------------
+    def all_gather(self, data: Any, group: Any = None, sync_grads: bool = False) -> Any:
+        """Gather `data` (a tensor, a number, or a collection of them) from every process.
+
+        Each tensor comes back with a leading dimension of size world_size, in rank order; with one
+        process it comes back as it is. Every process must call it with tensors of the same shape.
+        `sync_grads=True` lets gradients flow back through the gather.
+        """
+        from fulmen.data import apply_to_tensors
+
+        data = _as_tensors(data, self.device)
+        return apply_to_tensors(data, lambda t: _all_gather(t, group, sync_grads))
+
+    # --- loading and exporting ---------------------------------------------------------------------
     @classmethod
     def load_from_checkpoint(
         cls,
@@ -322,101 +389,127 @@ class LightningModule(HyperparametersMixin, nn.Module):
     ) -> Any:
         """Build the module from a checkpoint's hyperparameters (overridden by `kwargs`) and load its weights.
 
+        `hparams_file` (.yaml, .yml or .csv, e.g. a logger's hparams.yaml) replaces the stored
+        hyperparameters. `strict=None` follows the module's `strict_loading`. Without `map_location`
+        the weights stay on the device they were saved from (CPU when that device is missing), and
+        the module is moved there.
+
         Example:
             >>> model = Regressor.load_from_checkpoint("best.ckpt", lr=0.01)  # doctest: +SKIP
         """
-        from fulmen.checkpoint import load_checkpoint
+        from fulmen.saving import _load_from_checkpoint
 
-        checkpoint = load_checkpoint(checkpoint_path, map_location=map_location or "cpu")
-        hparams = dict(checkpoint.get("hyper_parameters") or {})
-        if hparams_file is not None:
-            from fulmen._yaml import load_yaml
+        return _load_from_checkpoint(cls, checkpoint_path, map_location, hparams_file, strict, **kwargs)
 
-            hparams.update(load_yaml(Path(hparams_file).read_text()) or {})
-        hparams.update(kwargs)
-        accepted = inspect.signature(cls.__init__).parameters
-        takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
-        init_args = hparams if takes_kwargs else {k: v for k, v in hparams.items() if k in accepted}
-        model = cls(**init_args)
-        model.on_load_checkpoint(checkpoint)
-        model.load_state_dict(checkpoint["state_dict"], strict=True if strict is None else strict)
-        if map_location is not None and not callable(map_location) and not isinstance(map_location, dict):
-            model.to(map_location)
-        return model
+    def on_exception(self, exception: BaseException) -> None:
+        """A fit/validate/test/predict is failing with `exception` (before it propagates)."""
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Add to or change the checkpoint dict before it is written."""
+    @torch.no_grad()
+    def to_torchscript(
+        self, file_path: str | Path | None = None, method: str = "script", example_inputs: Any = None, **kwargs: Any
+    ) -> Any:
+        """This module compiled by TorchScript (`method="script"`) or recorded by tracing
+        (`method="trace"`, on `example_inputs` or `example_input_array`); saved to `file_path` if given.
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Read from the checkpoint dict before the weights are loaded."""
+        The result is in eval mode; the module goes back to the mode it was in.
 
-    # --- data hooks --------------------------------------------------------------------------------
-    def prepare_data(self) -> None:
-        """Download or write data once per node (before setup)."""
+        Example:
+            >>> scripted = model.to_torchscript("model.pt")  # doctest: +SKIP
+            >>> torch.jit.load("model.pt")(x)  # doctest: +SKIP
+        """
+        mode = self.training
+        if method == "script":
+            with self._scripting():
+                compiled = torch.jit.script(self.eval(), **kwargs)
+        elif method == "trace":
+            if example_inputs is None:
+                if self.example_input_array is None:
+                    raise ValueError(
+                        "to_torchscript(method='trace') needs inputs to trace. Received: example_inputs=None and "
+                        "example_input_array=None. Fix: pass example_inputs=... or set self.example_input_array."
+                    )
+                example_inputs = self.example_input_array
+            if kwargs.get("check_inputs") is not None:
+                kwargs["check_inputs"] = self._prepared_input(kwargs["check_inputs"])
+            with self._scripting():
+                compiled = torch.jit.trace(self.eval(), self._prepared_input(example_inputs), **kwargs)
+        else:
+            raise ValueError(
+                f"to_torchscript got an unknown method. Received: method={method!r}. Fix: use 'script' or 'trace'."
+            )
+        self.train(mode)
+        if file_path is not None:
+            torch.jit.save(compiled, str(file_path))
+        return compiled
 
-    def setup(self, stage: str) -> None:
-        """Build what depends on the stage ('fit', 'validate', 'test', 'predict')."""
+    @torch.no_grad()
+    def to_onnx(self, file_path: str | Path | IO | None = None, input_sample: Any = None, **kwargs: Any) -> Any:
+        """Export to ONNX with `torch.onnx.export` (extra `kwargs` go to it), on `input_sample`
+        or `example_input_array`. Needs the `onnx` package, and `onnxscript` for torch's default
+        (dynamo) exporter.
 
-    def teardown(self, stage: str) -> None: ...
+        Example:
+            >>> model.to_onnx("model.onnx", torch.randn(1, 64))  # doctest: +SKIP
+        """
+        missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
+        if kwargs.get("dynamo") is False and "onnxscript" in missing:
+            missing.remove("onnxscript")  # the TorchScript-based exporter needs only onnx
+        if missing:
+            raise ModuleNotFoundError(
+                f"{type(self).__name__}.to_onnx() needs packages that are not installed. Received: missing "
+                f"{missing}. Fix: pip install onnx onnxscript."
+            )
+        if input_sample is None:
+            if self.example_input_array is None:
+                raise ValueError(
+                    "to_onnx needs an input to export with. Received: input_sample=None and "
+                    "example_input_array=None. Fix: pass input_sample=... or set self.example_input_array."
+                )
+            input_sample = self.example_input_array
+        mode = self.training
+        file_path = str(file_path) if isinstance(file_path, Path) else file_path
+        result = torch.onnx.export(self, self._prepared_input(input_sample), file_path, **kwargs)
+        self.train(mode)
+        return result
 
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        return batch
+    @contextlib.contextmanager
+    def _scripting(self) -> Generator[None, None, None]:
+        # TorchScript reads properties such as `trainer` while compiling: they must not raise then.
+        self._jit_is_scripting = True
+        try:
+            yield
+        finally:
+            self._jit_is_scripting = False
 
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        from fulmen.data import move_to_device
+    def _prepared_input(self, sample: Any) -> Any:
+        """An example input as a batch would be: through the batch-transfer hooks, onto the module's device."""
+        sample = self.on_before_batch_transfer(sample, 0)
+        sample = self.transfer_batch_to_device(sample, self.device, 0)
+        return self.on_after_batch_transfer(sample, 0)
 
-        return move_to_device(batch, device)
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        return batch
+def _as_tensors(data: Any, device: torch.device) -> Any:
+    """Numbers (also nested in lists, tuples and dicts) as tensors on `device`; tensors moved there."""
+    if isinstance(data, torch.Tensor):
+        return data.to(device)
+    if isinstance(data, (bool, int, float)):
+        return torch.tensor(data, device=device)
+    if isinstance(data, Mapping):
+        return type(data)({k: _as_tensors(v, device) for k, v in data.items()})  # type: ignore[call-arg]
+    if isinstance(data, (list, tuple)) and not hasattr(data, "_fields"):
+        return type(data)(_as_tensors(v, device) for v in data)
+    return data
 
-    # --- loop hooks (no-ops; the Trainer skips those not overridden) -----------------------------
-    def on_fit_start(self) -> None: ...
-    def on_fit_end(self) -> None: ...
-    def on_train_start(self) -> None: ...
-    def on_train_end(self) -> None: ...
-    def on_train_epoch_start(self) -> None: ...
-    def on_train_epoch_end(self) -> None: ...
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None: ...
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None: ...
-    def on_validation_start(self) -> None: ...
-    def on_validation_end(self) -> None: ...
-    def on_validation_epoch_start(self) -> None: ...
-    def on_validation_epoch_end(self) -> None: ...
-    def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
-    def on_validation_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
-    def on_test_start(self) -> None: ...
-    def on_test_end(self) -> None: ...
-    def on_test_epoch_start(self) -> None: ...
-    def on_test_epoch_end(self) -> None: ...
-    def on_test_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
-    def on_test_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
-    def on_predict_start(self) -> None: ...
-    def on_predict_end(self) -> None: ...
-    def on_predict_epoch_start(self) -> None: ...
-    def on_predict_epoch_end(self) -> None: ...
-    def on_predict_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
-    def on_predict_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
-    def on_before_backward(self, loss: torch.Tensor) -> None: ...
-    def on_after_backward(self) -> None: ...
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None: ...
-    def on_before_zero_grad(self, optimizer: torch.optim.Optimizer) -> None: ...
-    def on_exception(self, exception: BaseException) -> None: ...
 
-    def on_validation_model_eval(self) -> None:
-        self.eval()
+def _all_gather(tensor: torch.Tensor, group: Any, sync_grads: bool) -> torch.Tensor:
+    import torch.distributed as dist
 
-    def on_validation_model_train(self) -> None:
-        """Called after validation; the Trainer restores each submodule's previous mode."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
+        return tensor
+    if sync_grads:
+        from torch.distributed.nn.functional import all_gather
 
-    def on_validation_model_zero_grad(self) -> None:
-        self.zero_grad(set_to_none=True)
-
-    def on_test_model_eval(self) -> None:
-        self.eval()
-
-    def on_test_model_train(self) -> None:
-        """Called after testing; the Trainer restores each submodule's previous mode."""
-
-    def on_predict_model_eval(self) -> None:
-        self.eval()
+        return torch.stack(all_gather(tensor, group=group or dist.group.WORLD))
+    gathered = [torch.empty_like(tensor) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(gathered, tensor.contiguous(), group=group)
+    return torch.stack(gathered)

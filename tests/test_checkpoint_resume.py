@@ -447,12 +447,18 @@ def test_structured_hparams_are_stored_as_plain_data(tmp_path):
     checkpoint = torch.load(path, weights_only=True)  # would fail on any non-plain object
     assert checkpoint["hyper_parameters"] == {
         "hidden": 8, "lr": 0.1, "momentum": 0.9,  # the parent's __init__ arguments, saved by Net
-        "config": {"lr": 0.1, "betas": [0.9, 0.99]},
+        "config": {"lr": 0.1, "betas": (0.9, 0.99)},  # tuples and dtypes load with weights_only as they are
         "args": {"batch_size": 32, "tags": ["a", "b"]},
         "data_dir": "/data/digits",
         "mode": "fast",
-        "dtype": "torch.float32",
+        "dtype": torch.float32,
     }
+    # ... and the classes beside them, so that load_from_checkpoint passes __init__ what it was given.
+    assert {path[0]: kind for path, (kind, _, _) in checkpoint["hyper_parameters_classes"].items()} == {
+        "config": "dataclass", "args": "namespace", "data_dir": "path", "mode": "enum"}
+    loaded = Configured.load_from_checkpoint(path)
+    assert loaded.hparams.config == OptimConfig() and loaded.hparams.args == argparse.Namespace(batch_size=32, tags=["a", "b"])
+    assert loaded.hparams.data_dir == Path("/data/digits") and loaded.hparams.mode is Mode.FAST
 
 
 def test_checkpoints_wait_for_the_gradient_accumulation_window_to_close(tmp_path):

@@ -213,9 +213,9 @@ def test_current_epoch_and_global_step_inside_steps():
 
 def test_trainer_property_raises_when_detached():
     model = Base()
-    with pytest.raises(RuntimeError, match="Base is not attached to a Trainer"):
+    with pytest.raises(RuntimeError, match="Base is not attached to a `Trainer`"):
         model.trainer  # noqa: B018
-    with pytest.raises(RuntimeError, match="not attached to a Trainer"):
+    with pytest.raises(RuntimeError, match="not attached to a `Trainer`"):
         model.optimizers()
     t = trainer()
     t.fit(model, loader())
