@@ -171,7 +171,13 @@ def as_loader_list(loaders: Any, name: str) -> list[Iterable]:
 
 
 def set_sampler_epoch(loader: Any, epoch: int) -> None:
-    """Call `set_epoch` on the loader's samplers (e.g. DistributedSampler) so each epoch reshuffles."""
+    """Call `set_epoch` on the loader's samplers (e.g. DistributedSampler) so each epoch reshuffles;
+    for a CombinedLoader, on those of every loader in it."""
+    inner_loaders = getattr(loader, "flattened", None)  # a CombinedLoader (not imported here: data.py stays light)
+    if isinstance(inner_loaders, list):
+        for inner_loader in inner_loaders:
+            set_sampler_epoch(inner_loader, epoch)
+        return
     for obj in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
         if obj is not None and callable(getattr(obj, "set_epoch", None)):
             obj.set_epoch(epoch)

@@ -21,6 +21,7 @@ EarlyStopping), so that a checkpoint saved there resumes at the next epoch.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import time
 from collections.abc import Iterator, Mapping
@@ -151,7 +152,8 @@ def _train_epoch_loader(trainer: Trainer) -> Any:
         trainer._load_train_dataloader()
         trainer._load_val_dataloaders()
         trainer._compute_val_check_batch()
-    loader = trainer.train_dataloader
+    # Several training loaders are read through their CombinedLoader; one loader as it is.
+    loader = trainer._combined_loader if trainer._combined_loader is not None else trainer.train_dataloader
     set_sampler_epoch(loader, s.epoch)
     return loader
 
@@ -447,6 +449,73 @@ def _maybe_validate(trainer: Trainer, batch_idx: int, is_last: bool, log_at: int
 
 
 # ==========================================================================================
+# the step methods, called with the arguments their signature takes (decided once)
+# ==========================================================================================
+def _takes(fn: Any, name: str, explicit: bool = False, min_args: int | None = None) -> bool:
+    """Whether step method `fn` takes argument `name`, Lightning's way: by that name, through
+    `*args` (unless `explicit`), or by position when it has at least `min_args` arguments."""
+    spec = inspect.getfullargspec(getattr(fn, "__wrapped__", fn))  # a decorated (or profiled) step: the real one
+    args = spec.args[1:]  # without self
+    return name in args or (not explicit and spec.varargs is not None) or (min_args is not None and len(args) >= min_args)
+
+
+def check_training_step(module: Any) -> None:
+    """At fit's start, before configure_optimizers: a Lightning 1.x step that takes `optimizer_idx`."""
+    fn = module.training_step
+    if _takes(fn, "optimizer_idx", explicit=True):
+        raise RuntimeError(
+            f"{type(module).__name__}.training_step takes `optimizer_idx`, which Lightning 2 (and fulmen) no longer "
+            "passes: several optimizers are only supported with manual optimization. Received: "
+            f"training_step{inspect.signature(fn)}. Fix: remove the `optimizer_idx` argument, set "
+            "`self.automatic_optimization = False` and step each optimizer in training_step "
+            "(`opt1, opt2 = self.optimizers()`)."
+        )
+
+
+def bind_training_step(trainer: Trainer, module: Any) -> Any:
+    """The training step as the loop calls it, `step(batch, batch_idx)`: through the strategy's
+    wrapper and the precision's autocast, with `batch_idx` left out when the module's
+    `training_step(self, batch)` does not take it. Decided once, when a run is set up."""
+    fn = module.training_step
+    step = trainer.strategy.training_step(module)
+    if not _takes(fn, "batch_idx", min_args=2):
+        with_index = step
+
+        def step(batch: Any, batch_idx: int) -> Any:  # training_step(self, batch)
+            return with_index(batch)
+
+    return trainer._precision.in_forward_context(step)
+
+
+def _eval_step(module: Any, step_name: str, hook_names: tuple[str, ...], several: bool, kind: str) -> Any:
+    """`call(batch, batch_idx, dataloader_idx)` that calls the step with what it takes, as
+    Lightning does: `batch_idx` when the step has room for it, `dataloader_idx` only when there
+    are several dataloaders, which the step (and its batch hooks) must then accept."""
+    fn = getattr(module, step_name)
+    for hook in (step_name, *hook_names):
+        hook_fn = getattr(module, hook)
+        present = _takes(hook_fn, "dataloader_idx")
+        if several and not present:
+            raise RuntimeError(
+                f"There are several {kind} dataloaders, so {type(module).__name__}.{hook} is passed "
+                f"`dataloader_idx`, but it does not take it. Received: {hook}{inspect.signature(hook_fn)}. "
+                "Fix: add `dataloader_idx=0` to its signature."
+            )
+        if not several and present:
+            param = inspect.signature(hook_fn).parameters.get("dataloader_idx")
+            if param is not None and param.default is inspect.Parameter.empty:
+                raise RuntimeError(
+                    f"There is a single {kind} dataloader, so {type(module).__name__}.{hook} is not passed "
+                    f"`dataloader_idx`, but it requires it. Received: {hook}{inspect.signature(hook_fn)}. "
+                    "Fix: remove the argument or give it a default, e.g. `dataloader_idx=0`."
+                )
+    with_index = _takes(fn, "batch_idx", min_args=2)
+    if several:
+        return (lambda b, i, d: fn(b, i, d)) if with_index else (lambda b, i, d: fn(b, d))
+    return (lambda b, i, d: fn(b, i)) if with_index else (lambda b, i, d: fn(b))
+
+
+# ==========================================================================================
 # evaluation: validation, sanity check and test share one loop
 # ==========================================================================================
 def _module_modes(module: torch.nn.Module) -> list[tuple[torch.nn.Module, bool]]:
@@ -477,7 +546,10 @@ def run_evaluation(trainer: Trainer, stage: RunningStage, log_at: int | None = N
         else trainer.num_sanity_val_batches if stage == RunningStage.SANITY_CHECKING
         else trainer.num_val_batches
     )
-    step_fn = module.test_step if testing else module.validation_step
+    batch_start, batch_end = f"on_{name}_batch_start", f"on_{name}_batch_end"
+    several = len(loaders) > 1
+    step_fn = _eval_step(module, "test_step" if testing else "validation_step", (batch_start, batch_end), several,
+                         "test" if testing else "val")
     previous_stage, previous_results = s.stage, trainer._results
     s.stage = stage
     results = trainer._results = Results()
@@ -488,19 +560,18 @@ def run_evaluation(trainer: Trainer, stage: RunningStage, log_at: int | None = N
     getattr(module, f"on_{name}_model_eval")()
     hooks.both(f"on_{name}_start")
     hooks.both(f"on_{name}_epoch_start")
-    batch_start, batch_end = f"on_{name}_batch_start", f"on_{name}_batch_end"
     with _grad_context(trainer):
         for dl_idx, loader in enumerate(loaders):
             trainer._dataloader_idx = dl_idx
-            extra = (dl_idx,) if len(loaders) > 1 else ()
+            extra = (dl_idx,) if several else ()  # as in Lightning, the hooks get dataloader_idx only when there are several
             stop = None if limits[dl_idx] == float("inf") else int(limits[dl_idx])
             for batch_idx, batch in _device_batches(trainer, itertools.islice(enumerate(loader), stop), dl_idx):
                 trainer._in_batch, trainer._current_batch, trainer._batch_size = True, batch, None
                 results.batch_counter += 1
-                hooks.both(batch_start, batch, batch_idx, dl_idx)
+                hooks.both(batch_start, batch, batch_idx, *extra)
                 with trainer._precision.forward_context():
-                    output = step_fn(batch, batch_idx, *extra)
-                hooks.both(batch_end, output, batch, batch_idx, dl_idx)
+                    output = step_fn(batch, batch_idx, dl_idx)
+                hooks.both(batch_end, output, batch, batch_idx, *extra)
                 trainer._in_batch = False
         results.epoch_end_reached = True
         hooks.both(f"on_{name}_epoch_end")
@@ -557,16 +628,18 @@ def run_predict(trainer: Trainer, return_predictions: bool) -> list[Any] | None:
     hooks.both("on_predict_start")
     hooks.both("on_predict_epoch_start")
     predictions: list[list[Any]] = [[] for _ in loaders]
+    several = len(loaders) > 1
+    step_fn = _eval_step(module, "predict_step", ("on_predict_batch_start", "on_predict_batch_end"), several, "predict")
     with _grad_context(trainer):
         for dl_idx, loader in enumerate(loaders):
-            extra = (dl_idx,) if len(loaders) > 1 else ()
+            extra = (dl_idx,) if several else ()
             limit = trainer.num_predict_batches[dl_idx]
             stop = None if limit == float("inf") else int(limit)
             for batch_idx, batch in _device_batches(trainer, itertools.islice(enumerate(loader), stop), dl_idx):
-                hooks.both("on_predict_batch_start", batch, batch_idx, dl_idx)
+                hooks.both("on_predict_batch_start", batch, batch_idx, *extra)
                 with trainer._precision.forward_context():
-                    prediction = module.predict_step(batch, batch_idx, *extra)
-                hooks.both("on_predict_batch_end", prediction, batch, batch_idx, dl_idx)
+                    prediction = step_fn(batch, batch_idx, dl_idx)
+                hooks.both("on_predict_batch_end", prediction, batch, batch_idx, *extra)
                 if return_predictions:
                     predictions[dl_idx].append(prediction)
         hooks.both("on_predict_epoch_end")
