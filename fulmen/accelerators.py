@@ -1,12 +1,19 @@
-"""Which device to run on: parsing `accelerator` and `devices`, and what "auto" means.
+"""Which device to run on: the Accelerator classes, parsing `accelerator` and `devices`, and what "auto" means.
 
 "auto" picks CUDA when available, then MPS, then CPU. `setup_hardware` puts the Trainer's hardware
-arguments together: this process's device, and the strategy that runs one process or several.
+arguments together: this process's device, the Accelerator object (`trainer.accelerator`), and the
+strategy that runs one process or several.
+
+The Accelerator classes carry Lightning's names and static methods (`CUDAAccelerator.is_available()`,
+`CPUAccelerator.parse_devices(4)`, ...), so callbacks that ask `isinstance(trainer.accelerator,
+CUDAAccelerator)` work; the Trainer itself keeps deciding on the plain name (`trainer._accelerator`).
+`AcceleratorRegistry` maps the names `Trainer(accelerator=...)` accepts to their classes.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from abc import ABC, abstractmethod
+from typing import Any, Callable
 
 import torch
 
@@ -16,6 +23,308 @@ from fulmen.strategies import Strategy, parse_strategy
 from fulmen.strategies.environment import processes_per_node, slurm_detected, torchrun_detected
 
 _ACCELERATORS = ("auto", "cpu", "cuda", "gpu", "mps")
+_NOT_SUPPORTED = {"tpu": "XLA (TPU)", "xla": "XLA (TPU)", "hpu": "Habana Gaudi (HPU)", "ipu": "Graphcore (IPU)"}
+
+
+def _not_supported(what: str, received: str) -> MisconfigurationException:
+    return MisconfigurationException(
+        f"{what} is not supported by fulmen. Received: {received}. "
+        "Fix: use accelerator='cuda', 'mps', 'cpu' or 'auto'."
+    )
+
+
+def _psutil_stats(prefix: str) -> dict[str, float]:
+    try:
+        import psutil  # optional: only device stats need it
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError(
+            "Reading CPU/MPS device stats needs the `psutil` package, which is not installed. "
+            "Received: get_device_stats(). Fix: pip install psutil."
+        ) from None
+    return {
+        f"{prefix}_vm_percent": psutil.virtual_memory().percent,
+        f"{prefix}_percent": psutil.cpu_percent(),
+        f"{prefix}_swap_percent": psutil.swap_memory().percent,
+    }
+
+
+class Accelerator(ABC):
+    """One kind of hardware: how to prepare its device, count it, and read its stats.
+
+    The static methods answer questions about the machine without an instance:
+
+    >>> CPUAccelerator.is_available(), CPUAccelerator.parse_devices("2")
+    (True, 2)
+    """
+
+    @abstractmethod
+    def setup_device(self, device: torch.device) -> None:
+        """Make `device` this process's device."""
+
+    @abstractmethod
+    def teardown(self) -> None:
+        """Release what `setup_device` acquired."""
+
+    def setup(self, trainer: Any) -> None:
+        """Called with the Trainer before the model runs on the device; nothing by default."""
+
+    def get_device_stats(self, device: Any) -> dict[str, Any]:
+        """Numbers describing `device` (memory, utilisation), e.g. for DeviceStatsMonitor."""
+        raise NotImplementedError
+
+    @staticmethod
+    @abstractmethod
+    def parse_devices(devices: Any) -> Any:
+        """The Trainer's `devices` argument in this accelerator's form (a count, or device indices)."""
+
+    @staticmethod
+    @abstractmethod
+    def get_parallel_devices(devices: Any) -> list[torch.device]:
+        """The torch devices for what `parse_devices` returned: one per process."""
+
+    @staticmethod
+    @abstractmethod
+    def auto_device_count() -> int:
+        """How many devices `devices="auto"` means."""
+
+    @staticmethod
+    @abstractmethod
+    def is_available() -> bool:
+        """Whether this machine has this hardware."""
+
+    @staticmethod
+    @abstractmethod
+    def name() -> str:
+        """The accelerator's name in `Trainer(accelerator=...)`."""
+
+    @classmethod
+    def register_accelerators(cls, accelerator_registry: _AcceleratorRegistry) -> None:
+        """Add this class to `accelerator_registry`; the base class registers nothing."""
+
+
+class CPUAccelerator(Accelerator):
+    """The CPU. `devices` counts processes, all on the CPU."""
+
+    def setup_device(self, device: torch.device) -> None:
+        if device.type != "cpu":
+            raise MisconfigurationException(
+                f"CPUAccelerator was given a device that is not a CPU. Received: device={device}. "
+                "Fix: use CUDAAccelerator/MPSAccelerator for that device, or torch.device('cpu')."
+            )
+
+    def teardown(self) -> None:
+        pass
+
+    def get_device_stats(self, device: Any) -> dict[str, Any]:
+        return _psutil_stats("cpu")
+
+    @staticmethod
+    def parse_devices(devices: int | str) -> int:
+        if isinstance(devices, str) and devices.strip().isdigit():
+            devices = int(devices)
+        if not isinstance(devices, int) or isinstance(devices, bool) or devices <= 0:
+            # TypeError, as Lightning raises here.
+            raise TypeError(
+                f"`devices` with CPUAccelerator must be a number of processes > 0. Received: devices={devices!r}. "
+                "Fix: e.g. devices=1 or devices=4."
+            )
+        return devices
+
+    @staticmethod
+    def get_parallel_devices(devices: int | str) -> list[torch.device]:
+        return [torch.device("cpu")] * CPUAccelerator.parse_devices(devices)
+
+    @staticmethod
+    def auto_device_count() -> int:
+        return 1
+
+    @staticmethod
+    def is_available() -> bool:
+        return True
+
+    @staticmethod
+    def name() -> str:
+        return "cpu"
+
+    @classmethod
+    def register_accelerators(cls, accelerator_registry: _AcceleratorRegistry) -> None:
+        accelerator_registry.register(cls.name(), cls, description=cls.__name__)
+
+
+class CUDAAccelerator(Accelerator):
+    """NVIDIA GPUs. `devices` selects GPU indices: a count, a list, "0,1", or -1 for all."""
+
+    def setup_device(self, device: torch.device) -> None:
+        if device.type != "cuda":
+            raise MisconfigurationException(
+                f"CUDAAccelerator was given a device that is not a GPU. Received: device={device}. "
+                "Fix: use torch.device('cuda', index), or CPUAccelerator for the CPU."
+            )
+        torch.cuda.set_device(device)
+
+    def teardown(self) -> None:
+        if torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+
+    def get_device_stats(self, device: Any) -> dict[str, Any]:
+        return torch.cuda.memory_stats(device)
+
+    @staticmethod
+    def parse_devices(devices: int | str | list[int]) -> list[int] | None:
+        # None, 0 and [] mean "no GPU" in Lightning's device parser (and "0" is the count 0, not GPU 0).
+        if devices is None or devices == 0 or devices == [] or (isinstance(devices, str) and devices.strip() == "0"):
+            return None
+        return parse_devices(devices, "cuda")
+
+    @staticmethod
+    def get_parallel_devices(devices: list[int]) -> list[torch.device]:
+        return [torch.device("cuda", i) for i in devices]
+
+    @staticmethod
+    def auto_device_count() -> int:
+        return torch.cuda.device_count()
+
+    @staticmethod
+    def is_available() -> bool:
+        return torch.cuda.device_count() > 0
+
+    @staticmethod
+    def name() -> str:
+        return "cuda"
+
+    @classmethod
+    def register_accelerators(cls, accelerator_registry: _AcceleratorRegistry) -> None:
+        accelerator_registry.register(cls.name(), cls, description=cls.__name__)
+
+
+class MPSAccelerator(Accelerator):
+    """Apple silicon's GPU (Metal Performance Shaders): one device."""
+
+    def setup_device(self, device: torch.device) -> None:
+        if device.type != "mps":
+            raise MisconfigurationException(
+                f"MPSAccelerator was given a device that is not MPS. Received: device={device}. "
+                "Fix: use torch.device('mps'), or CPUAccelerator for the CPU."
+            )
+
+    def teardown(self) -> None:
+        pass
+
+    def get_device_stats(self, device: Any) -> dict[str, Any]:
+        return _psutil_stats("M1")  # Lightning's key prefix for MPS stats
+
+    @staticmethod
+    def parse_devices(devices: int | str | list[int]) -> list[int] | None:
+        if devices is None or devices == 0 or devices == [] or (isinstance(devices, str) and devices.strip() == "0"):
+            return None
+        return parse_devices(devices, "mps")
+
+    @staticmethod
+    def get_parallel_devices(devices: int | str | list[int]) -> list[torch.device]:
+        parsed = MPSAccelerator.parse_devices(devices) or []
+        return [torch.device("mps", i) for i in range(len(parsed))]
+
+    @staticmethod
+    def auto_device_count() -> int:
+        return 1
+
+    @staticmethod
+    def is_available() -> bool:
+        return _mps_available()
+
+    @staticmethod
+    def name() -> str:
+        return "mps"
+
+    @classmethod
+    def register_accelerators(cls, accelerator_registry: _AcceleratorRegistry) -> None:
+        accelerator_registry.register(cls.name(), cls, description=cls.__name__)
+
+
+class XLAAccelerator(Accelerator):
+    """TPUs through torch_xla: importable so Lightning code that names it loads, but fulmen does not run on XLA."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise _not_supported("XLAAccelerator (TPU)", "accelerator=XLAAccelerator()")
+
+    setup_device = teardown = get_device_stats = _refuse
+
+    @staticmethod
+    def parse_devices(devices: Any) -> Any:
+        raise _not_supported("XLAAccelerator (TPU)", f"XLAAccelerator.parse_devices({devices!r})")
+
+    @staticmethod
+    def get_parallel_devices(devices: Any) -> list[torch.device]:
+        raise _not_supported("XLAAccelerator (TPU)", f"XLAAccelerator.get_parallel_devices({devices!r})")
+
+    @staticmethod
+    def auto_device_count() -> int:
+        return 0
+
+    @staticmethod
+    def is_available() -> bool:
+        return False
+
+    @staticmethod
+    def name() -> str:
+        return "tpu"
+
+
+class _AcceleratorRegistry(dict):
+    """Accelerator names -> {"accelerator": class, "description": str, "init_params": dict}.
+
+    `Trainer(accelerator=name)` accepts the names registered here (besides "auto" and "gpu").
+
+    >>> sorted(AcceleratorRegistry.available_accelerators())
+    ['cpu', 'cuda', 'mps']
+    """
+
+    def register(
+        self, name: str, accelerator: Callable | None = None, description: str = "", override: bool = False,
+        **init_params: Any,
+    ) -> Callable:
+        """Register `accelerator` under `name`; used bare or as a decorator (`@AcceleratorRegistry.register("x")`)."""
+        if not isinstance(name, str):
+            raise TypeError(f"An accelerator's name must be a str. Received: name={name!r}. Fix: e.g. 'my_gpu'.")
+        if name in self and not override:
+            raise MisconfigurationException(
+                f"An accelerator is already registered under this name. Received: name={name!r}. "
+                "Fix: pass override=True to replace it, or choose another name."
+            )
+
+        def do_register(accelerator: Callable) -> Callable:
+            self[name] = {"accelerator": accelerator, "accelerator_name": name, "description": description,
+                          "init_params": init_params}
+            return accelerator
+
+        return do_register if accelerator is None else do_register(accelerator)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """A new accelerator object for `name`, built with its registered init_params."""
+        if name in self:
+            data = self[name]
+            return data["accelerator"](**data["init_params"])
+        if default is not None:
+            return default
+        raise KeyError(
+            f"No accelerator is registered under this name. Received: name={name!r}. "
+            f"Fix: use one of {sorted(self)}."
+        )
+
+    def remove(self, name: str) -> None:
+        self.pop(name)
+
+    def available_accelerators(self) -> set[str]:
+        return set(self)
+
+    def __str__(self) -> str:
+        return f"Registered Accelerators: {', '.join(sorted(self))}"
+
+
+AcceleratorRegistry = _AcceleratorRegistry()
+for _cls in (CPUAccelerator, CUDAAccelerator, MPSAccelerator, XLAAccelerator):
+    _cls.register_accelerators(AcceleratorRegistry)
+_KINDS = ((CUDAAccelerator, "cuda"), (MPSAccelerator, "mps"), (CPUAccelerator, "cpu"))
 
 
 def _mps_available() -> bool:
@@ -32,22 +341,47 @@ def _available(accelerator: str) -> int:
     return 1  # one CPU "device" per process; more processes come from a strategy
 
 
-def parse_accelerator(accelerator: Any) -> str:
-    name = accelerator.lower() if isinstance(accelerator, str) else accelerator
-    if name not in _ACCELERATORS:
-        raise MisconfigurationException(
-            f"Unknown accelerator. Received: accelerator={accelerator!r}. Fix: use one of {list(_ACCELERATORS)}."
-        )
-    if name == "gpu":
-        name = "cuda"
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
+def _kind_of(accelerator: Accelerator) -> str:
+    """fulmen's name for an Accelerator object (subclasses of the built-in ones count as them)."""
+    if isinstance(accelerator, XLAAccelerator):
+        raise _not_supported("XLAAccelerator (TPU)", f"accelerator={type(accelerator).__name__}()")
+    for cls, kind in _KINDS:
+        if isinstance(accelerator, cls):
+            return kind
+    raise MisconfigurationException(
+        f"fulmen runs on CPU, CUDA and MPS only, and cannot drive a custom Accelerator. "
+        f"Received: accelerator={type(accelerator).__name__}(). "
+        "Fix: subclass CPUAccelerator/CUDAAccelerator/MPSAccelerator, or pass accelerator='auto'."
+    )
+
+
+def parse_accelerator(accelerator: Any) -> tuple[str, Accelerator]:
+    """(name, Accelerator object) for the Trainer's `accelerator`: a name, "auto", or an Accelerator."""
+    if isinstance(accelerator, Accelerator):
+        name, chosen = _kind_of(accelerator), accelerator
+    else:
+        name = accelerator.lower() if isinstance(accelerator, str) else accelerator
+        if name in _NOT_SUPPORTED:
+            raise _not_supported(_NOT_SUPPORTED[name], f"accelerator={accelerator!r}")
+        if name in AcceleratorRegistry and name not in _ACCELERATORS:  # one the user registered
+            chosen = AcceleratorRegistry.get(name)
+            name = _kind_of(chosen)
+        elif name not in _ACCELERATORS:
+            raise MisconfigurationException(
+                f"Unknown accelerator. Received: accelerator={accelerator!r}. Fix: use one of {list(_ACCELERATORS)}."
+            )
+        else:
+            if name == "gpu":
+                name = "cuda"
+            if name == "auto":
+                name = "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
+            chosen = AcceleratorRegistry.get(name)
     if name != "cpu" and _available(name) == 0:
         raise MisconfigurationException(
             f"accelerator={accelerator!r} was requested but no {name.upper()} device is available on this machine. "
             "Received: 0 devices. Fix: use accelerator='auto' or 'cpu'."
         )
-    return name
+    return name, chosen
 
 
 def parse_devices(devices: Any, accelerator: str) -> list[int]:
@@ -89,11 +423,27 @@ def device_for(accelerator: str, index: int) -> torch.device:
 def setup_hardware(
     accelerator: Any, strategy: Any, devices: Any, num_nodes: Any, sync_batchnorm: Any,
 ) -> tuple[str, list[int], Strategy, torch.device]:
-    """(accelerator name, device indices, strategy, this process's device) for the Trainer's arguments."""
-    accelerator = parse_accelerator(accelerator)
+    """(accelerator name, device indices, strategy, this process's device) for the Trainer's arguments.
+
+    The Accelerator object is left on the strategy (`strategy.accelerator`, as in Lightning), where
+    `trainer.accelerator` reads it."""
+    # SingleDeviceStrategy(device=...) names the device itself: it decides "auto" and the index.
+    pinned = getattr(strategy, "requested_device", None)
+    if pinned is not None and accelerator == "auto":
+        accelerator = pinned.type
+    name, accelerator_object = parse_accelerator(accelerator)
+    if pinned is not None:
+        if pinned.type != name:
+            raise MisconfigurationException(
+                f"The strategy's device and the accelerator disagree. Received: strategy=SingleDeviceStrategy("
+                f"device={str(pinned)!r}), accelerator={accelerator!r}. Fix: make them the same kind of device, "
+                "or leave accelerator='auto'."
+            )
+        if devices == "auto":
+            devices = [pinned.index or 0] if name == "cuda" else 1
     if devices == "auto" and (torchrun_detected() or slurm_detected()):
         devices = processes_per_node()  # a launcher started the processes: one device each
-    device_ids = parse_devices(devices, accelerator)
+    device_ids = parse_devices(devices, name)
     check_int("num_nodes", num_nodes, 1)
     chosen = parse_strategy(strategy, len(device_ids) * num_nodes)
     if not chosen.distributed and (len(device_ids) > 1 or num_nodes > 1):
@@ -102,13 +452,14 @@ def setup_hardware(
             f"{num_nodes} node(s) were requested. Received: devices={devices!r}, num_nodes={num_nodes!r}. "
             "Fix: use strategy='ddp' (or 'auto') for several devices, or devices=1."
         )
-    chosen.configure(accelerator, device_ids, num_nodes)
-    device = device_for(accelerator, chosen.root_device_index(device_ids))
+    chosen.configure(name, device_ids, num_nodes)
+    device = device_for(name, chosen.root_device_index(device_ids))
     chosen.root_device = device
+    chosen.accelerator = accelerator_object
     check_bool("sync_batchnorm", sync_batchnorm)
-    if sync_batchnorm and chosen.distributed and accelerator == "cpu":
+    if sync_batchnorm and chosen.distributed and name == "cpu":
         raise MisconfigurationException(
             "sync_batchnorm=True needs GPUs: torch.nn.SyncBatchNorm does not run on CPU. Received: "
             "sync_batchnorm=True with accelerator='cpu'. Fix: drop sync_batchnorm on CPU, or use accelerator='gpu'."
         )
-    return accelerator, device_ids, chosen, device
+    return name, device_ids, chosen, device

@@ -499,8 +499,10 @@ class Trainer:
         return self._device
 
     @property
-    def accelerator(self) -> str:
-        return self._accelerator
+    def accelerator(self) -> Any:
+        """The Accelerator object (e.g. `CUDAAccelerator`), as in Lightning; fulmen itself decides on
+        the name in `trainer._accelerator` ("cpu", "cuda", "mps")."""
+        return self.strategy.accelerator
 
     @property
     def num_devices(self) -> int:

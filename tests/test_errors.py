@@ -180,7 +180,9 @@ def test_non_lightning_module_passed_to_fit(tmp_path):
 # ==========================================================================================
 BAD_ARGUMENTS = {
     "precision": ({"precision": "fp8"}, r"Unknown precision\. Received: precision='fp8'"),
-    "accelerator": ({"accelerator": "tpu"}, r"Unknown accelerator\. Received: accelerator='tpu'"),
+    "accelerator": ({"accelerator": "tpux"}, r"Unknown accelerator\. Received: accelerator='tpux'"),
+    "accelerator_tpu": ({"accelerator": "tpu"}, r"XLA \(TPU\) is not supported by fulmen\. Received: accelerator='tpu'"),
+    "strategy_deepspeed": ({"strategy": "deepspeed"}, r"not supported by fulmen \(DeepSpeed\)\. Received: strategy="),
     "devices_zero": ({"devices": 0}, r"Received: devices=0"),
     "devices_abc": ({"devices": "abc"}, r"Received: devices='abc'"),
     "devices_negative": ({"devices": -2}, r"Received: devices=-2"),

@@ -71,15 +71,14 @@ class ParallelStrategy(Strategy):
             )
         self.process_group_backend, self.timeout = process_group_backend, timeout
         self.env: ClusterEnvironment | None = None
-        self.accelerator = "cpu"
-        self.root_device = torch.device("cpu")
+        self._accelerator = "cpu"  # the name; the Accelerator object is `self.accelerator`
         self._copies: ScriptCopies | None = None
         self._vote: tuple[Any, torch.Tensor] | None = None  # the stop vote in flight (see stop_vote)
         self._vote_group: Any = None  # where votes are all-reduced: a CPU (gloo) group; None: the default one
         self._vote_group_ready = False
 
     def configure(self, accelerator: str, device_ids: list[int], num_nodes: int) -> None:
-        self.accelerator = accelerator
+        self._accelerator = accelerator
         self.num_processes, self.num_nodes = len(device_ids), num_nodes
         self.env = detect(self.num_processes, num_nodes)
         self.world_size = self.env.world_size
@@ -90,7 +89,7 @@ class ParallelStrategy(Strategy):
         self.global_rank = self.node_rank * self.num_processes + local_rank if self.env.kind == "local" else self.env.global_rank
 
     def root_device_index(self, device_ids: list[int]) -> int:
-        return device_ids[self.local_rank] if self.accelerator == "cuda" else device_ids[0]
+        return device_ids[self.local_rank] if self._accelerator == "cuda" else device_ids[0]
 
     # --- run lifecycle --------------------------------------------------------------------
     def setup_environment(self) -> None:
@@ -110,9 +109,9 @@ class ParallelStrategy(Strategy):
             self._copies.start()
         os.environ.setdefault("MASTER_ADDR", env.main_address)
         os.environ.setdefault("MASTER_PORT", str(env.main_port))
-        if self.accelerator == "cuda":
+        if self._accelerator == "cuda":
             torch.cuda.set_device(self.root_device)
-        backend = self.process_group_backend or ("nccl" if self.accelerator == "cuda" else "gloo")
+        backend = self.process_group_backend or ("nccl" if self._accelerator == "cuda" else "gloo")
         dist.init_process_group(backend, rank=self.global_rank, world_size=self.world_size, timeout=self.timeout)
         atexit.register(self._leave_group)
         self._make_vote_group()

@@ -12,15 +12,18 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from fulmen.checkpoint import after_landing, atomic_save, optimizer_state_by_index
 
+if TYPE_CHECKING:  # fulmen.accelerators imports this package
+    from fulmen.accelerators import Accelerator
+
 
 class Strategy:
-    """One process on one device (Lightning's SingleDeviceStrategy)."""
+    """The verbs every strategy has, as one process on one device runs them (see SingleDeviceStrategy)."""
 
     name = "single_device"
     distributed = False
@@ -32,6 +35,9 @@ class Strategy:
         self.global_rank = self.local_rank = self.node_rank = 0
         self.world_size = self.num_nodes = self.num_processes = 1
         self.model: torch.nn.Module | None = None  # what the loop calls: the module, or its wrapper
+        # Set by the Trainer from its arguments (fulmen.accelerators.setup_hardware).
+        self.accelerator: Accelerator | None = None
+        self.root_device = torch.device("cpu")
 
     @property
     def is_global_zero(self) -> bool:
@@ -113,6 +119,34 @@ class Strategy:
     def distributed_sampler_kwargs(self) -> dict[str, int] | None:
         """`num_replicas` and `rank` for a DistributedSampler; None when the data needs no sharding."""
         return None
+
+
+class SingleDeviceStrategy(Strategy):
+    """One process on one device (Lightning's `strategy="single_device"`, what "auto" picks for one device).
+
+    `device` pins the device (e.g. "cuda:1"); None, the default, lets `accelerator`/`devices` choose it.
+    `accelerator`, `checkpoint_io` and `precision_plugin` are Lightning's arguments; fulmen takes the
+    accelerator and precision from the Trainer, so only None is accepted for them.
+
+    >>> SingleDeviceStrategy(device="cpu").requested_device
+    device(type='cpu')
+    """
+
+    def __init__(
+        self, device: str | torch.device | int | None = None, accelerator: Any = None, checkpoint_io: Any = None,
+        precision_plugin: Any = None,
+    ) -> None:
+        super().__init__()
+        for arg, value in (("accelerator", accelerator), ("checkpoint_io", checkpoint_io),
+                           ("precision_plugin", precision_plugin)):
+            if value is not None:
+                raise TypeError(
+                    f"SingleDeviceStrategy({arg}=...) is not supported by fulmen. Received: {arg}={value!r}. "
+                    "Fix: pass the accelerator and precision to the Trainer (Trainer(accelerator=..., precision=...))."
+                )
+        if isinstance(device, int):
+            device = torch.device("cuda", device)
+        self.requested_device = None if device is None else torch.device(device)
 
 
 def _remove_file(path: str | Path) -> None:
