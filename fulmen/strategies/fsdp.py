@@ -89,7 +89,7 @@ class FSDPStrategy(ParallelStrategy):
     def training_step(self, module: Any) -> Any:
         # Through the root's forward hooks: they unshard the root's own parameters and, on the
         # first call, set up FSDP's bookkeeping for the whole tree.
-        return lambda batch, batch_idx, *rest: call_through(module, module, module.training_step, batch, batch_idx, *rest)
+        return lambda *args: call_through(module, module, module.training_step, *args)  # the args training_step takes
 
     @contextlib.contextmanager
     def no_backward_sync(self) -> Iterator[None]:

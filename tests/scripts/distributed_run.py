@@ -17,7 +17,7 @@ import sys
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 import fulmen as pl
 from fulmen.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
@@ -25,6 +25,29 @@ from fulmen.loggers import CSVLogger
 from fulmen.strategies import DDPStrategy, FSDPStrategy
 
 N_SAMPLES, FEATURES = 64, 4
+
+
+class TwoRankBatches(Sampler):
+    """One process's batches of `batch_size` made of what two ranks with half the batch each train on
+    together: under DDP, fulmen (as Lightning) shuffles the training data with a DistributedSampler
+    (seed PL_GLOBAL_SEED, reseeded by set_epoch), rank r reading every second index from r."""
+
+    def __init__(self, n: int, batch_size: int) -> None:
+        self.n, self.half, self.epoch = n, batch_size // 2, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n // (2 * self.half)
+
+    def __iter__(self):
+        g = torch.Generator()
+        g.manual_seed(int(os.environ.get("PL_GLOBAL_SEED", 0)) + self.epoch)
+        order = torch.randperm(self.n, generator=g).tolist()
+        shards = [order[0::2], order[1::2]]
+        for j in range(len(self)):
+            yield shards[0][j * self.half:(j + 1) * self.half] + shards[1][j * self.half:(j + 1) * self.half]
 
 
 class Indexed(Dataset):
@@ -149,7 +172,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     model = Net(args)
     data = Indexed()
-    train = DataLoader(data, batch_size=args.batch_size, shuffle=args.shuffle)
+    if devices == 1 and not args.shuffle:  # the one-process reference reads what two ranks read together
+        train = DataLoader(data, batch_sampler=TwoRankBatches(len(data), args.batch_size))
+    else:
+        train = DataLoader(data, batch_size=args.batch_size, shuffle=args.shuffle)
     val = DataLoader(data, batch_size=8)
     trainer.fit(model, train, val, ckpt_path=args.resume)
     predictions = trainer.predict(model, DataLoader(data, batch_size=5))  # 64 = 12 * 5 + 4: uneven on purpose
