@@ -1,12 +1,50 @@
 """Checks for the Trainer's arguments, each failing with a message that names the argument, what
-was received and the fix (the Trainer validates everything before the first step)."""
+was received and the fix (the Trainer validates everything before the first step), and the
+`PL_TRAINER_*` environment variables that give the Trainer's defaults."""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+import functools
+import inspect
+import os
+from ast import literal_eval
+from typing import Any, Callable, TypeVar
 
 from fulmen.errors import MisconfigurationException
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def env_defaults(cls: type, prefix: str = "PL") -> dict[str, Any]:
+    """The arguments of `cls` given by environment variables `PL_<CLASS>_<ARGUMENT>` (as Lightning
+    reads them: `PL_TRAINER_MAX_EPOCHS=3`), each value a Python literal when it parses as one
+    (`3`, `True`, `[0, 1]`), else the string itself (`PL_TRAINER_ACCELERATOR=cpu`). Empty ones are unset."""
+    found = {}
+    for name in inspect.signature(cls).parameters:
+        raw = os.environ.get(f"{prefix}_{cls.__name__.upper()}_{name.upper()}")
+        if not raw:
+            continue
+        try:
+            found[name] = literal_eval(raw)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            found[name] = raw
+    return found
+
+
+def defaults_from_env(init: _F) -> _F:
+    """Wrap `__init__` so that `PL_<CLASS>_*` environment variables fill the arguments not passed;
+    an argument passed explicitly wins, as in Lightning. The class is the instance's own (a
+    subclass `MyTrainer` reads `PL_MYTRAINER_*`)."""
+
+    @functools.wraps(init)
+    def init_with_env_defaults(self: Any, *args: Any, **kwargs: Any) -> None:
+        cls = type(self)
+        if args:  # positional arguments of a subclass's __init__, by name
+            kwargs.update(zip(inspect.signature(cls).parameters, args))
+        init(self, **{**env_defaults(cls), **kwargs})
+
+    return init_with_env_defaults  # type: ignore[return-value]
 
 
 def check_int(name: str, value: Any, minimum: int, allow_none: bool = False, fix: str = "") -> None:

@@ -8,11 +8,13 @@ whose post-processing (callbacks, logging, validation when due) had finished.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from enum import Enum
 from typing import Any
 
+# Lightning's case-insensitive str enum (TrainerFn.FITTING == "FIT"), as `trainer.states` uses it.
+from fulmen.utilities.enums import LightningEnum
 
-class TrainerFn(str, Enum):
+
+class TrainerFn(LightningEnum):
     """The user-facing entry point that is running."""
 
     FITTING = "fit"
@@ -21,7 +23,7 @@ class TrainerFn(str, Enum):
     PREDICTING = "predict"
 
 
-class RunningStage(str, Enum):
+class RunningStage(LightningEnum):
     """The loop that is running right now (fit switches between several)."""
 
     TRAINING = "train"
@@ -34,12 +36,22 @@ class RunningStage(str, Enum):
     def evaluating(self) -> bool:
         return self in (RunningStage.SANITY_CHECKING, RunningStage.VALIDATING, RunningStage.TESTING)
 
+    @property
+    def dataloader_prefix(self) -> str:
+        """The prefix of the dataloader hook this stage reads (`val_dataloader` also for the sanity check)."""
+        return "val" if self in (RunningStage.VALIDATING, RunningStage.SANITY_CHECKING) else self.value
 
-class TrainerStatus(str, Enum):
+
+class TrainerStatus(LightningEnum):
     INITIALIZING = "initializing"
     RUNNING = "running"
     FINISHED = "finished"
     INTERRUPTED = "interrupted"
+
+    @property
+    def stopped(self) -> bool:
+        """The run is over, whether it finished or was interrupted."""
+        return self in (TrainerStatus.FINISHED, TrainerStatus.INTERRUPTED)
 
 
 @dataclass
@@ -58,9 +70,9 @@ class TrainerState:
             point is duplicated or missing.
     """
 
+    status: TrainerStatus = TrainerStatus.INITIALIZING  # first three fields in Lightning's order
     fn: TrainerFn | None = None
     stage: RunningStage | None = None
-    status: TrainerStatus = TrainerStatus.INITIALIZING
     should_stop: bool = False
 
     epoch: int = 0
@@ -78,7 +90,8 @@ class TrainerState:
 
     @property
     def stopped(self) -> bool:
-        return self.status == TrainerStatus.INTERRUPTED
+        """As in Lightning: finished or interrupted (`trainer.interrupted` is the interrupted case)."""
+        return self.status.stopped
 
     def state_dict(self) -> dict[str, Any]:
         """The resume point, as plain data."""

@@ -13,7 +13,11 @@ private chain `_run` → `_setup` → `fulmen.loop`.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
+import signal
+from collections.abc import Generator
+from contextlib import contextmanager
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,7 @@ import torch
 
 from fulmen import dataloading, loop
 from fulmen.accelerators import setup_hardware
-from fulmen.arguments import check_bool, check_int, parse_max_time
+from fulmen.arguments import check_bool, check_int, defaults_from_env, parse_max_time
 from fulmen.callbacks.callback import Callback
 from fulmen.checkpoint import (
     checkpoint_dict, resolve_ckpt_path, restore_modules, restore_training_state, wait_for_checkpoints,
@@ -41,15 +45,39 @@ from fulmen.precision import Precision, parse_precision
 from fulmen.preemption import DEFAULT_SIGNALS, PreemptionWatch
 from fulmen.profilers import resolve_profiler
 from fulmen.profilers.wiring import finish_profiling, instrument
+from fulmen.progress_views import EvaluationLoopView, FitLoopView, PredictionLoopView
 from fulmen.state import RunningStage, TrainerFn, TrainerState, TrainerStatus
 from fulmen.strategies import Strategy
 from fulmen.strategies.launcher import spawn
 from fulmen.tuner.exit import TunerExit
+from fulmen.utilities.enums import GradClipAlgorithmType
 
 
 def _run_spawned(trainer: Trainer, fn: TrainerFn, model: Any, datamodule: Any, ckpt_path: Any, kwargs: dict) -> Any:
     """What each ddp_spawn process runs (a module-level function, so it can be pickled)."""
     return trainer._run(fn, model, datamodule, ckpt_path, **kwargs)
+
+
+def _check_barebones(**given: Any) -> None:
+    """`barebones=True` turns off everything that costs speed; an argument asking for one of those
+    features is a contradiction, named in the error (Lightning's list, in its order)."""
+    wanted = {
+        "enable_checkpointing": bool(given["enable_checkpointing"]),
+        "logger": given["logger"] is not None and given["logger"] is not False,
+        "enable_progress_bar": bool(given["enable_progress_bar"]),
+        "log_every_n_steps": given["log_every_n_steps"] not in (None, 0),
+        "enable_model_summary": bool(given["enable_model_summary"]),
+        "num_sanity_val_steps": given["num_sanity_val_steps"] not in (None, 0),
+        "fast_dev_run": given["fast_dev_run"] is not False and given["fast_dev_run"] != 0,
+        "detect_anomaly": bool(given["detect_anomaly"]),
+        "profiler": given["profiler"] is not None,
+    }
+    for name, asked in wanted.items():
+        if asked:
+            raise MisconfigurationException(
+                f"Trainer(barebones=True) turns off everything that may cost speed, which {name} would turn on. "
+                f"Received: barebones=True, {name}={given[name]!r}. Fix: drop {name}, or drop barebones=True."
+            )
 
 
 def _unwrap_compiled(model: Any) -> Any:
@@ -68,13 +96,15 @@ def _unwrap_compiled(model: Any) -> Any:
 class Trainer:
     """Runs fit, validate, test and predict for a `LightningModule`.
 
-    Arguments and defaults follow PyTorch Lightning 2.x.
+    Arguments and defaults follow PyTorch Lightning 2.x, including its environment variables:
+    `PL_TRAINER_<ARGUMENT>` (e.g. `PL_TRAINER_MAX_EPOCHS=3`) sets an argument that is not passed.
 
     Example:
         >>> trainer = Trainer(max_epochs=10, accelerator="auto")  # doctest: +SKIP
         >>> trainer.fit(model, train_loader, val_loader)           # doctest: +SKIP
     """
 
+    @defaults_from_env
     def __init__(
         self,
         *,
@@ -117,8 +147,29 @@ class Trainer:
         sync_batchnorm: bool = False,
         reload_dataloaders_every_n_epochs: int = 0,
         default_root_dir: str | Path | None = None,
+        enable_autolog_hparams: bool = True,
+        model_registry: str | None = None,
         preemption_signals: tuple[int, ...] | None = DEFAULT_SIGNALS,
     ) -> None:
+        # --- barebones: the features that cost speed are off, and asking for one is an error ---
+        check_bool("barebones", barebones)
+        self.barebones = barebones
+        if barebones:
+            _check_barebones(
+                enable_checkpointing=enable_checkpointing, logger=logger, enable_progress_bar=enable_progress_bar,
+                log_every_n_steps=log_every_n_steps, enable_model_summary=enable_model_summary,
+                num_sanity_val_steps=num_sanity_val_steps, fast_dev_run=fast_dev_run, detect_anomaly=detect_anomaly,
+                profiler=profiler,
+            )
+            # log_every_n_steps stays at its default internally: with no logger nothing is written.
+            logger, num_sanity_val_steps, log_every_n_steps = False, 0, None
+        if model_registry is not None:
+            raise MisconfigurationException(
+                "Uploading to Lightning's model registry is not supported by fulmen. "
+                f"Received: model_registry={model_registry!r}. Fix: drop model_registry and upload the checkpoint "
+                "files yourself."
+            )
+
         # --- hardware and numerics ---
         self._accelerator, self._device_ids, self.strategy, self._device = setup_hardware(
             accelerator, strategy, devices, num_nodes, sync_batchnorm
@@ -128,15 +179,15 @@ class Trainer:
         self._precision = Precision(self.precision, self._device)
 
         # --- how long to train ---
-        fast_dev_run = int(fast_dev_run) if isinstance(fast_dev_run, bool) else fast_dev_run
-        check_int("fast_dev_run", fast_dev_run, 0, fix="use True, False or a number of batches")
-        self.fast_dev_run = fast_dev_run
+        fast_dev_batches = int(fast_dev_run) if isinstance(fast_dev_run, bool) else fast_dev_run
+        check_int("fast_dev_run", fast_dev_batches, 0, fix="use True, False or a number of batches")
+        # As in Lightning, the attribute shows what was passed, with 1 shown as True.
+        self.fast_dev_run: int | bool = True if fast_dev_batches == 1 else fast_dev_run
         check_int("max_epochs", max_epochs, -1, allow_none=True, fix="use -1 for no limit")
         check_int("min_epochs", min_epochs, 0, allow_none=True)
         check_int("max_steps", max_steps, -1, fix="use -1 for no limit")
         check_int("min_steps", min_steps, 0, allow_none=True)
-        if max_epochs is None:
-            max_epochs = 1000 if max_steps == -1 else -1
+        # None until fit resolves them (`_resolve_fit_limits`), as Lightning shows them.
         self.max_epochs, self.min_epochs = max_epochs, min_epochs
         self.max_steps, self.min_steps = max_steps, min_steps
         self.max_time = parse_max_time(max_time)
@@ -180,13 +231,18 @@ class Trainer:
                 f"`gradient_clip_val` must be a number >= 0. Received: gradient_clip_val={gradient_clip_val!r}. "
                 "Fix: e.g. gradient_clip_val=1.0."
             )
-        if gradient_clip_algorithm not in (None, "norm", "value"):
+        if gradient_clip_algorithm is not None and (
+            not isinstance(gradient_clip_algorithm, str) or gradient_clip_algorithm.lower() not in ("norm", "value")
+        ):
             raise MisconfigurationException(
                 f"`gradient_clip_algorithm` must be 'norm' or 'value'. "
                 f"Received: gradient_clip_algorithm={gradient_clip_algorithm!r}. Fix: use 'norm' (default) or 'value'."
             )
         self.gradient_clip_val = gradient_clip_val
-        self.gradient_clip_algorithm = gradient_clip_algorithm or "norm"
+        # None when not given, as in Lightning; clip_gradients then clips by norm.
+        self.gradient_clip_algorithm = (
+            None if gradient_clip_algorithm is None else GradClipAlgorithmType(gradient_clip_algorithm.lower())
+        )
 
         # --- reproducibility and debugging ---
         if deterministic not in (None, True, False, "warn"):
@@ -204,7 +260,8 @@ class Trainer:
             ("benchmark", benchmark, True), ("inference_mode", inference_mode, False),
             ("detect_anomaly", detect_anomaly, False), ("use_distributed_sampler", use_distributed_sampler, False),
             ("enable_checkpointing", enable_checkpointing, True), ("enable_progress_bar", enable_progress_bar, True),
-            ("enable_model_summary", enable_model_summary, True), ("barebones", barebones, False),
+            ("enable_model_summary", enable_model_summary, True),
+            ("enable_autolog_hparams", enable_autolog_hparams, False),
         ):
             check_bool(name, value, allow_none)
         self.benchmark = benchmark
@@ -217,6 +274,7 @@ class Trainer:
         self.profiler = resolve_profiler(profiler)
         self._profiler = None if profiler is None else self.profiler
         self.use_distributed_sampler = use_distributed_sampler
+        self.enable_autolog_hparams = enable_autolog_hparams
         if default_root_dir is not None and not isinstance(default_root_dir, (str, os.PathLike)):
             raise MisconfigurationException(
                 f"`default_root_dir` must be a directory path. Received: default_root_dir={default_root_dir!r}. "
@@ -234,8 +292,8 @@ class Trainer:
         self.preemption_signals = signals
 
         # --- fast_dev_run: a few batches of everything, nothing written ---
-        if self.fast_dev_run:
-            n = self.fast_dev_run
+        if fast_dev_batches:
+            n = fast_dev_batches
             self.max_steps, self.max_epochs = n, 1
             self.limit_train_batches = self.limit_val_batches = n
             self.limit_test_batches = self.limit_predict_batches = n
@@ -259,15 +317,16 @@ class Trainer:
         self._transfer_hooks: tuple[Any, Any, Any] = (None, None, None)
         self._transfer_is_noop = False
         self.train_dataloader: Any = None
+        self._combined_loader: Any = None  # several training loaders: the CombinedLoader that reads them
         self._val_loaders: list[Any] = []
         self._test_loaders: list[Any] = []
         self._predict_loaders: list[Any] = []
-        self.num_training_batches: int | float = 0
+        self.num_training_batches: int | float = float("inf")  # as in Lightning before fit sets it
         self.num_val_batches: list[int | float] = []
         self.num_sanity_val_batches: list[int | float] = []
         self.num_test_batches: list[int | float] = []
         self.num_predict_batches: list[int | float] = []
-        self.val_check_batch: int | float = float("inf")
+        self.val_check_batch: int | float | None = None  # set by fit's data set-up
         self._results: Results | None = None
         self._train_results: Results | None = None
         self._callback_metrics: dict[str, torch.Tensor] = {}
@@ -299,8 +358,12 @@ class Trainer:
         val_dataloaders: Any = None,
         datamodule: LightningDataModule | None = None,
         ckpt_path: str | Path | None = None,
+        weights_only: bool | None = None,
     ) -> None:
-        """Train `model`; optionally resume from `ckpt_path` (a path, "last" or "best")."""
+        """Train `model`; optionally resume from `ckpt_path` (a path, "last" or "best").
+
+        `weights_only` is accepted for Lightning's signature: fulmen always reads checkpoints with
+        `torch.load(weights_only=True)` (see fulmen/checkpoint.py)."""
         if isinstance(train_dataloaders, LightningDataModule):
             datamodule, train_dataloaders = train_dataloaders, None
         self._run(TrainerFn.FITTING, model, datamodule, ckpt_path,
@@ -308,14 +371,14 @@ class Trainer:
 
     def validate(
         self, model: LightningModule | None = None, dataloaders: Any = None, ckpt_path: str | Path | None = None,
-        verbose: bool = True, datamodule: LightningDataModule | None = None,
+        verbose: bool = True, datamodule: LightningDataModule | None = None, weights_only: bool | None = None,
     ) -> list[dict[str, float]]:
         """Run the validation loop once; returns one dict of epoch metrics per dataloader."""
         return self._evaluate(TrainerFn.VALIDATING, model, dataloaders, ckpt_path, verbose, datamodule)
 
     def test(
         self, model: LightningModule | None = None, dataloaders: Any = None, ckpt_path: str | Path | None = None,
-        verbose: bool = True, datamodule: LightningDataModule | None = None,
+        verbose: bool = True, datamodule: LightningDataModule | None = None, weights_only: bool | None = None,
     ) -> list[dict[str, float]]:
         """Run the test loop once; returns one dict of epoch metrics per dataloader."""
         return self._evaluate(TrainerFn.TESTING, model, dataloaders, ckpt_path, verbose, datamodule)
@@ -323,7 +386,7 @@ class Trainer:
     def predict(
         self, model: LightningModule | None = None, dataloaders: Any = None,
         datamodule: LightningDataModule | None = None, return_predictions: bool | None = None,
-        ckpt_path: str | Path | None = None,
+        ckpt_path: str | Path | None = None, weights_only: bool | None = None,
     ) -> list[Any] | None:
         """Run `predict_step` over the data; returns the predictions (a list per dataloader if several)."""
         if isinstance(dataloaders, LightningDataModule):
@@ -385,25 +448,148 @@ class Trainer:
     def interrupted(self) -> bool:
         return self.state.status == TrainerStatus.INTERRUPTED
 
+    # The stage flags can be set, as in Lightning: True makes that the stage; False clears the
+    # stage only when it is that one (so `trainer.testing = False` while validating changes nothing).
+    def _set_stage(self, stage: RunningStage, value: bool) -> None:
+        if value:
+            self.state.stage = stage
+        elif self.state.stage == stage:
+            self.state.stage = None
+
     @property
     def training(self) -> bool:
         return self.state.stage == RunningStage.TRAINING
+
+    @training.setter
+    def training(self, value: bool) -> None:
+        self._set_stage(RunningStage.TRAINING, value)
 
     @property
     def sanity_checking(self) -> bool:
         return self.state.stage == RunningStage.SANITY_CHECKING
 
+    @sanity_checking.setter
+    def sanity_checking(self, value: bool) -> None:
+        self._set_stage(RunningStage.SANITY_CHECKING, value)
+
     @property
     def validating(self) -> bool:
         return self.state.stage == RunningStage.VALIDATING
+
+    @validating.setter
+    def validating(self, value: bool) -> None:
+        self._set_stage(RunningStage.VALIDATING, value)
 
     @property
     def testing(self) -> bool:
         return self.state.stage == RunningStage.TESTING
 
+    @testing.setter
+    def testing(self, value: bool) -> None:
+        self._set_stage(RunningStage.TESTING, value)
+
     @property
     def predicting(self) -> bool:
         return self.state.stage == RunningStage.PREDICTING
+
+    @predicting.setter
+    def predicting(self, value: bool) -> None:
+        self._set_stage(RunningStage.PREDICTING, value)
+
+    @property
+    def evaluating(self) -> bool:
+        """Validating, testing or sanity checking."""
+        return self.state.stage is not None and self.state.stage.evaluating
+
+    # --- Lightning's loop objects, as read-only views of the state (fulmen/progress_views.py) ---
+    @property
+    def fit_loop(self) -> FitLoopView:
+        """`fit_loop.epoch_progress`, `.epoch_loop.batch_progress`, `.max_epochs`, ... as Lightning's."""
+        return FitLoopView(self)
+
+    @property
+    def validate_loop(self) -> EvaluationLoopView:
+        return EvaluationLoopView(self, RunningStage.VALIDATING, TrainerFn.VALIDATING)
+
+    @property
+    def test_loop(self) -> EvaluationLoopView:
+        return EvaluationLoopView(self, RunningStage.TESTING, TrainerFn.TESTING)
+
+    @property
+    def predict_loop(self) -> PredictionLoopView:
+        return PredictionLoopView(self)
+
+    @property
+    def is_last_batch(self) -> bool:
+        """Whether the training batch running (or the last one run) is the epoch's last."""
+        n = self.num_training_batches
+        return n != float("inf") and n > 0 and self.fit_loop.epoch_loop.batch_progress.current.ready == n
+
+    @property
+    def estimated_stepping_batches(self) -> int | float:
+        """How many optimizer steps fit will take, e.g. for `OneCycleLR(total_steps=...)` in
+        configure_optimizers (the training data is loaded for it if it is not yet)."""
+        if self.max_epochs == -1:
+            return float("inf") if self.max_steps == -1 else self.max_steps
+        if self.train_dataloader is None:
+            if self.state.fn != TrainerFn.FITTING or self.lightning_module is None:
+                raise MisconfigurationException(
+                    "estimated_stepping_batches needs the training data, which fit loads. Received: no fit "
+                    "running. Fix: read it during fit (e.g. in configure_optimizers)."
+                )
+            dataloading.load_train_dataloader(self)
+        batches = self.num_training_batches
+        if batches == float("inf"):  # an iterable without a length
+            return self.max_steps
+        epochs = 1000 if self.max_epochs is None else max(self.max_epochs, 1)
+        steps = math.ceil(batches / self.accumulate_grad_batches) * epochs
+        return steps if self.max_steps == -1 else min(steps, self.max_steps)
+
+    @property
+    def enable_validation(self) -> bool:
+        """Whether fit validates: there is validation data, a validation_step and limit_val_batches > 0."""
+        return self._val_enabled
+
+    @property
+    def received_sigterm(self) -> bool:
+        """Whether this process received SIGTERM during the running fit (see `preemption_signals`)."""
+        return self._preemption is not None and self._preemption.received == signal.SIGTERM
+
+    @property
+    def model(self) -> torch.nn.Module | None:
+        """The module the loop calls: the LightningModule, or its DDP/FSDP wrapper while one runs."""
+        wrapped = getattr(self.strategy, "model", None)
+        return wrapped if wrapped is not None else self.lightning_module
+
+    @property
+    def scaler(self) -> Any:
+        """The GradScaler of 16-mixed precision, else None."""
+        return self._precision.scaler
+
+    @property
+    def distributed_sampler_kwargs(self) -> dict[str, int] | None:
+        """What a DistributedSampler needs (`num_replicas`, `rank`) with several processes, else None."""
+        return self.strategy.distributed_sampler_kwargs
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        """`print` on the first process of each machine only."""
+        if self.local_rank == 0:
+            print(*args, **kwargs)
+
+    @contextmanager
+    def init_module(self, empty_init: bool | None = None) -> Generator[None, None, None]:
+        """Build the model's tensors on the Trainer's device, in its dtype for `*-true` precision:
+        `with trainer.init_module(): model = Model()`. (`empty_init` is accepted for Lightning's
+        signature; the weights are always initialized.)"""
+        dtype = self._precision.true_dtype
+        previous = torch.get_default_dtype()
+        with torch.device(self._device):
+            if dtype is not None:
+                torch.set_default_dtype(dtype)
+            try:
+                yield
+            finally:
+                torch.set_default_dtype(previous)
 
     @property
     def callback_metrics(self) -> dict[str, torch.Tensor]:
@@ -461,6 +647,12 @@ class Trainer:
         from fulmen.callbacks.early_stopping import EarlyStopping
 
         return next((c for c in self.callbacks if isinstance(c, EarlyStopping)), None)
+
+    @property
+    def early_stopping_callbacks(self) -> list[Any]:
+        from fulmen.callbacks.early_stopping import EarlyStopping
+
+        return [c for c in self.callbacks if isinstance(c, EarlyStopping)]
 
     @property
     def progress_bar_callback(self) -> Any:
@@ -647,6 +839,8 @@ class Trainer:
                 "Fix: subclass fulmen.LightningDataModule, or pass dataloaders directly."
             )
         self.state.fn, self.state.status, self.state.stage = fn, TrainerStatus.RUNNING, None
+        if fn == TrainerFn.FITTING:
+            self._resolve_fit_limits()
         self.state.should_stop = False
         self.strategy.failing = False  # a run after one that failed talks to the other ranks again
         self.lightning_module, self.datamodule = model, datamodule
@@ -699,6 +893,19 @@ class Trainer:
             self.state.stage = None
             self._results = self._train_results = None
 
+    def _resolve_fit_limits(self) -> None:
+        """Lightning's defaults for the limits left unset, decided when fit starts (so that
+        `trainer.max_epochs` reads None until then, as in Lightning): 1000 epochs when neither
+        max_epochs nor max_steps is set and no time limit is, else no epoch limit; min_epochs 0,
+        or 1 with min_steps."""
+        from fulmen.callbacks.timer import Timer
+
+        if self.max_epochs is None:
+            timed = self.max_time is not None or any(isinstance(cb, Timer) for cb in self.callbacks)
+            self.max_epochs = 1000 if self.max_steps == -1 and not timed else -1
+        if self.min_epochs is None:
+            self.min_epochs = 1 if self.min_steps is not None else 0
+
     def _on_exception(self, exc: BaseException) -> None:
         """Tell the callbacks and the module, then close the loggers. A handler that fails itself
         becomes a warning, so that the others still run and `exc`, the user's error, propagates."""
@@ -720,6 +927,10 @@ class Trainer:
 
     def _setup(self, fn: TrainerFn, model: LightningModule, datamodule: Any, ckpt_path: Any, data: dict) -> None:
         stage = fn.value
+        if fn == TrainerFn.FITTING:
+            # Known from the start: configure_optimizers or a callback's setup may read
+            # trainer.estimated_stepping_batches, which loads the training data early.
+            self._fit_data, self.train_dataloader = data, None
         self._merge_model_callbacks(model)
         if datamodule is not None:
             datamodule.prepare_data()
@@ -749,7 +960,11 @@ class Trainer:
         self._ckpt_path, checkpoint = resolve_ckpt_path(self, fn, ckpt_path)
         if self._ckpt_path is not None:
             checkpoint = restore_modules(self, self._ckpt_path, checkpoint)
+        # As in Lightning, each run starts with no metrics: after fit then test, callback_metrics holds test's.
+        for metrics in (self._callback_metrics, self._progress_bar_metrics, self._logged_metrics):
+            metrics.clear()
         if fn == TrainerFn.FITTING:
+            loop.check_training_step(model)  # a 1.x optimizer_idx step: Lightning's error before configure_optimizers's
             optimizers, self.lr_scheduler_configs = parse_optimizers(model.configure_optimizers())
             if model.automatic_optimization and len(optimizers) > 1:
                 raise MisconfigurationException(
@@ -765,7 +980,7 @@ class Trainer:
             self._profiler.setup(stage, self.local_rank if self.world_size > 1 else None, self.log_dir)
             self._hooks = instrument(self, model, self.callbacks, self._profiler)
         # After a profiler wrapped the method; autocast (mixed precision) around the strategy's forward.
-        self._training_step = self._precision.in_forward_context(self.strategy.training_step(model))
+        self._training_step = loop.bind_training_step(self, model)
         self._transfer_hooks = tuple(
             self._batch_hook(name)
             for name in ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
@@ -895,7 +1110,7 @@ class Trainer:
             logger.log_metrics(values, step=step)
 
     def _log_hyperparams(self, model: LightningModule, datamodule: Any) -> None:
-        if not self.loggers or not model._log_hyperparams or not self.is_global_zero:
+        if not self.enable_autolog_hparams or not self.loggers or not model._log_hyperparams or not self.is_global_zero:
             return
         params = dict(model.hparams)
         if datamodule is not None and datamodule._log_hyperparams:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from fulmen.callbacks.callback import Callback
-from fulmen.errors import MisconfigurationException
+from fulmen.errors import MisconfigurationException, warn_once
 from fulmen.tuner import snapshot
 from fulmen.tuner.lr_finder import get_attr, set_attr
 
@@ -32,6 +32,17 @@ if TYPE_CHECKING:
     from fulmen.trainer import Trainer
 
 __all__ = ["is_oom_error", "scale_batch_size"]
+
+
+def check_batch_size_search(trainer: Trainer) -> None:
+    """What Lightning's batch-size search refuses: several processes (each would search on its own
+    shard and find its own size)."""
+    if trainer.strategy.distributed:
+        raise MisconfigurationException(
+            "The batch size search runs in one process; with several, each would find its own size. "
+            f"Received: strategy={type(trainer.strategy).__name__} with world_size={trainer.world_size}. "
+            "Fix: search with Trainer(devices=1), then train with the size found."
+        )
 
 
 def is_oom_error(exception: BaseException) -> bool:
@@ -117,15 +128,20 @@ def scale_batch_size(
     trainer: Trainer, model: LightningModule, mode: str = "power", steps_per_trial: int = 3, init_val: int = 2,
     max_trials: int = 25, batch_arg_name: str = "batch_size", margin: float = 0.05, max_val: int = 8192,
     max_memory_bytes: int | None = None,
-) -> int:
+) -> int | None:
     """Run the search inside a set-up `fit` (see the module docstring); return the size found,
-    which is also set on the model (or datamodule) and used for the rest of the fit."""
+    which is also set on the model (or datamodule) and used for the rest of the fit. Under
+    `fast_dev_run` it is skipped (None), as in Lightning."""
     if mode not in ("power", "binsearch"):
         raise MisconfigurationException(
             f"scale_batch_size(mode=...) must be 'power' or 'binsearch'. Received: mode={mode!r}. Fix: mode='power'."
         )
     if not 0.0 <= margin < 1.0:
         raise MisconfigurationException(f"`margin` must be in [0, 1). Received: margin={margin!r}. Fix: e.g. 0.05.")
+    check_batch_size_search(trainer)
+    if trainer.fast_dev_run:
+        warn_once("scale_batch_size is skipped under fast_dev_run. Fix: run the search without fast_dev_run.")
+        return None
     if trainer._fit_data.get("train") is not None:
         raise MisconfigurationException(
             "The batch size search rebuilds the training DataLoader with each size, so it needs the data from "
@@ -133,7 +149,10 @@ def scale_batch_size(
             "model or datamodule using self.batch_size (or hparams.batch_size)."
         )
     datamodule = trainer.datamodule
-    get_attr(model, batch_arg_name, datamodule)  # a clear error now when there is no such field
+    try:
+        get_attr(model, batch_arg_name, datamodule)  # a clear error now when there is no such field
+    except AttributeError as exc:  # Lightning raises a MisconfigurationException here (lr_find: AttributeError)
+        raise MisconfigurationException(str(exc)) from None
     saved = snapshot.take(trainer)
     meter = _MemoryMeter(max_memory_bytes, trainer.device)
     try:

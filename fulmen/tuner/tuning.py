@@ -43,6 +43,7 @@ class Tuner:
         from fulmen.callbacks.lr_finder import LearningRateFinder
 
         self._check_method(method, dataloaders)
+        self._check_no_finder(LearningRateFinder, "lr_find")
         finder = LearningRateFinder(
             min_lr=min_lr, max_lr=max_lr, num_training_steps=num_training, mode=mode,
             early_stop_threshold=early_stop_threshold, update_attr=update_attr, attr_name=attr_name,
@@ -59,8 +60,11 @@ class Tuner:
         """The batch-size search (see `fulmen.tuner.batch_size_scaling`); returns the size found.
         `max_memory_bytes` is fulmen's own: a memory budget, usable without a GPU."""
         from fulmen.callbacks.batch_size_finder import BatchSizeFinder
+        from fulmen.tuner.batch_size_scaling import check_batch_size_search
 
         self._check_method(method, dataloaders)
+        self._check_no_finder(BatchSizeFinder, "scale_batch_size")
+        check_batch_size_search(self._trainer)  # before fit starts (ddp_spawn would start processes first)
         finder = BatchSizeFinder(
             mode=mode, steps_per_trial=steps_per_trial, init_val=init_val, max_trials=max_trials,
             batch_arg_name=batch_arg_name, margin=margin, max_val=max_val, max_memory_bytes=max_memory_bytes,
@@ -74,6 +78,16 @@ class Tuner:
                 "fulmen's Tuner searches with training steps (method='fit'). Received: "
                 f"method={method!r}, dataloaders={'given' if dataloaders is not None else None}. "
                 "Fix: use method='fit' with train_dataloaders or a datamodule."
+            )
+
+    def _check_no_finder(self, finder_type: type, method: str) -> None:
+        """A finder callback already on the Trainer would run the search a second time inside this one."""
+        given = [cb for cb in self._trainer.callbacks if isinstance(cb, finder_type)]
+        if given:
+            raise MisconfigurationException(
+                f"Tuner.{method} adds its own {finder_type.__name__}, but the Trainer already has one. "
+                f"Received: callbacks with {finder_type.__name__}. Fix: remove it from Trainer(callbacks=...) "
+                f"or call trainer.fit without the Tuner."
             )
 
     def _run(self, finder: Any, model: Any, train: Any, val: Any, datamodule: Any) -> None:
