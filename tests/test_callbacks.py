@@ -326,17 +326,17 @@ def test_save_top_k_zero_saves_nothing(tmp_path):
     assert (mc.best_model_path, mc.last_model_path, mc.best_k_models) == ("", "", {})
 
 
-def test_save_last_writes_last_ckpt_with_the_final_step(tmp_path):
+def test_save_last_follows_the_last_saved_checkpoint(tmp_path):
     mc = ModelCheckpoint(dirpath=tmp_path, monitor="val_loss", save_last=True)
     trainer, model = _fit([mc], Scripted([0.5, 0.3, 0.4]), max_epochs=3)
     assert _files(tmp_path) == ["epoch=1-step=4.ckpt", "last.ckpt"]
     assert mc.last_model_path == str(tmp_path / "last.ckpt")
     last = torch.load(tmp_path / "last.ckpt", weights_only=True)
-    # fulmen keeps the pre-2.6 Lightning meaning: last.ckpt is the state at the end of the run.
-    # Lightning 2.6.6 writes last.ckpt only when a top-k file is written at the same step, so
-    # there it would hold global_step 4 (a copy of the best), not 6.
-    assert (last["global_step"], last["epoch"]) == (6, 2) == (trainer.global_step, trainer.current_epoch - 1)
-    assert torch.equal(last["state_dict"]["layer.weight"], model.layer.weight.detach())
+    # Lightning 2.6's rule: last.ckpt is written when a checkpoint file is. Epoch 2 (0.4) did not
+    # make the top 1, so last.ckpt is the state of step 4, beside the best, not of step 6.
+    assert (last["global_step"], last["epoch"]) == (4, 1) != (trainer.global_step, trainer.current_epoch - 1)
+    best = torch.load(tmp_path / "epoch=1-step=4.ckpt", weights_only=True)
+    assert torch.equal(last["state_dict"]["layer.weight"], best["state_dict"]["layer.weight"])
 
 
 def test_every_n_train_steps(tmp_path):
@@ -443,9 +443,10 @@ def _weight_sum(path) -> float:
 
 def test_ckpt_path_best_and_last_in_test_validate_and_fit(tmp_path):
     mc = ModelCheckpoint(dirpath=tmp_path, monitor="val_loss", save_top_k=2, save_last=True)
-    trainer, model = _fit([mc], Scripted([0.5, 0.3, 0.4, 0.2, 0.6]), max_epochs=5)
+    trainer, model = _fit([mc], Scripted([0.5, 0.3, 0.4, 0.2, 0.25]), max_epochs=5)
     best, last = tmp_path / "epoch=3-step=8.ckpt", tmp_path / "last.ckpt"
-    assert _files(tmp_path) == ["epoch=1-step=4.ckpt", "epoch=3-step=8.ckpt", "last.ckpt"]
+    # The last epoch (0.25) makes the top 2, so last.ckpt (written with it) is newer than the best.
+    assert _files(tmp_path) == ["epoch=3-step=8.ckpt", "epoch=4-step=10.ckpt", "last.ckpt"]
     assert _weight_sum(best) != _weight_sum(last)
 
     result = trainer.test(ckpt_path="best", dataloaders=_loader(), verbose=False)
@@ -462,7 +463,7 @@ def test_ckpt_path_best_and_last_in_test_validate_and_fit(tmp_path):
     assert result[0]["weight_sum"] == pytest.approx(_weight_sum(best), abs=1e-6)
 
     # fit from "best" (epoch 3) resumes at epoch 4: one more epoch of 2 steps up to max_epochs=5.
-    again = Scripted([0.5, 0.3, 0.4, 0.2, 0.6])
+    again = Scripted([0.5, 0.3, 0.4, 0.2, 0.25])
     trainer.fit(again, _loader(), _loader(), ckpt_path="best")
     assert trainer.ckpt_path == str(best)
     assert (again.train_steps, trainer.global_step, trainer.current_epoch) == (2, 10, 5)
@@ -470,7 +471,7 @@ def test_ckpt_path_best_and_last_in_test_validate_and_fit(tmp_path):
     # fit from "last" in a new Trainer: it finds last.ckpt (step 10) in the callback's dirpath.
     resumed, model = _fit(
         [ModelCheckpoint(dirpath=tmp_path, monitor="val_loss", save_top_k=2, save_last=True)],
-        Scripted([0.5, 0.3, 0.4, 0.2, 0.6]), max_epochs=7, ckpt_path="last",
+        Scripted([0.5, 0.3, 0.4, 0.2, 0.25]), max_epochs=7, ckpt_path="last",
     )
     assert resumed.ckpt_path == str(last)
     assert (model.train_steps, resumed.global_step, resumed.current_epoch) == (4, 14, 7)

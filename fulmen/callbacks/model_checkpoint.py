@@ -3,8 +3,11 @@
 When to save: every `every_n_epochs` epochs (default 1), every `every_n_train_steps` optimizer
 steps, or every `train_time_interval`. What to keep: with `monitor`, the `save_top_k` best by
 that metric; without it, the latest (`save_top_k=1`) or all (`-1`). `save_last` also keeps
-`last.ckpt`. Files are written atomically, and an evicted top-k file is deleted only after the
-new one is in place.
+`last.ckpt`, written whenever a checkpoint file is (Lightning 2.6's rule: an epoch whose metric
+did not make the top k writes no newer last.ckpt); `save_last="link"` makes it a symlink to the
+newest file instead of a second copy. A step or time trigger whose monitored metric is not logged
+yet waits for it; a metric still missing after a validation ran is an error. Files are written
+atomically, and an evicted top-k file is deleted only after the new one is in place.
 
 `background_landing=True` (fulmen's own option) lets training go on as soon as a checkpoint's
 bytes are written: its fsync and rename into place finish on a background thread
@@ -80,7 +83,7 @@ class ModelCheckpoint(MonitorCallback):
         if save_last not in (None, True, False, "link"):
             raise MisconfigurationException(
                 f"ModelCheckpoint: `save_last` must be True, False, 'link' or None. Received: save_last={save_last!r}. "
-                "Fix: save_last=True also keeps last.ckpt; 'link' makes it a link to the best checkpoint."
+                "Fix: save_last=True also keeps last.ckpt; 'link' makes it a link to the newest checkpoint."
             )
         if filename is not None:
             _check_filename(filename)
@@ -126,8 +129,12 @@ class ModelCheckpoint(MonitorCallback):
         self.best_model_score: torch.Tensor | None = None
         self.current_score: torch.Tensor | None = None
         self.last_model_path = ""
-        self._last_global_step_saved = -1
+        self._last_global_step_saved = 0  # nothing to save before the first step
+        self._last_checkpoint_saved = ""  # the newest file this callback wrote (what save_last="link" names)
         self._last_time_checked: float | None = None
+        # A step/time trigger found its monitored metric missing: the next validation end saves.
+        self._defer_save_until_validation = False
+        self._validation_ran = False  # once a validation ran, a missing monitored key is an error
 
     @property
     def state_key(self) -> str:
@@ -162,13 +169,17 @@ class ModelCheckpoint(MonitorCallback):
                 else:
                     stale.unlink(missing_ok=True)
             restore_replaced_sharded(self.dirpath)
-        if self._save_on_train_epoch_end is None:
-            trainer_val = trainer.check_val_every_n_epoch == 1 and trainer.val_check_interval == 1.0
-            self._save_on_train_epoch_end = trainer_val if stage == "fit" else None
-        if self._last_time_checked is None:
-            self._last_time_checked = time.monotonic()
+        if stage == "fit":
+            self._defer_save_until_validation = self._validation_ran = False
 
     # --- when --------------------------------------------------------------------------------
+    # Lightning 2.6's rules, which decide two things separately:
+    #   * a trigger (every_n_train_steps / train_time_interval after a batch, every_n_epochs at an
+    #     epoch's end or a validation's end) asks for a top-k save;
+    #   * last.ckpt follows a save: written at a step trigger, and at an epoch/validation end only
+    #     when a file was saved at that step (or, for save_last="link", once any file was saved,
+    #     so the link always names the newest one). A run that saved nothing gets last.ckpt at
+    #     the end of training.
     def _should_skip(self, trainer: Any) -> bool:
         return (
             bool(trainer.fast_dev_run)
@@ -176,6 +187,19 @@ class ModelCheckpoint(MonitorCallback):
             or trainer.sanity_checking
             or self._last_global_step_saved == trainer.global_step
         )
+
+    def _saves_on_train_epoch_end(self, trainer: Any) -> bool:
+        """Whether epoch-triggered saves happen at the training epoch's end (else at validation's end)."""
+        if self._save_on_train_epoch_end is not None:
+            return self._save_on_train_epoch_end
+        if not trainer._val_enabled:
+            # No validation end will come. (Lightning asks check_val_every_n_epoch first, so a run
+            # without validation and check_val_every_n_epoch=2 there saves nothing at all.)
+            return True
+        return trainer.check_val_every_n_epoch == 1 and trainer.val_check_interval == 1.0
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self._last_time_checked = time.monotonic()
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         if not self._every_n_train_steps and self._train_time_interval is None:
@@ -187,25 +211,74 @@ class ModelCheckpoint(MonitorCallback):
             due = trainer.global_step % self._every_n_train_steps == 0
         elif self._train_time_interval is not None:
             now = time.monotonic()
-            if now - (self._last_time_checked or now) >= self._train_time_interval.total_seconds():
-                due, self._last_time_checked = True, now
+            # Rank 0's clock decides, so that every rank saves (and meets in its collectives) together.
+            due = trainer.strategy.broadcast(now - (self._last_time_checked or now) >= self._train_time_interval.total_seconds())
+            if due:
+                self._last_time_checked = now
         if due:
             # Saved once the batch is completely done (its logging and validation too), so that
             # the checkpoint resumes exactly after this batch.
-            trainer._after_batch.append(lambda: self._save(trainer))
+            trainer._after_batch.append(lambda: self._save_at_step(trainer))
+
+    def _save_at_step(self, trainer: Any) -> None:
+        if self._should_skip(trainer):
+            return  # e.g. a validation-end save already took this step
+        metrics = self._candidates(trainer)
+        if self.monitor is not None and self.monitor not in metrics:
+            # Not logged yet (e.g. a validation metric before the first validation): wait for it.
+            # The next validation end saves (with save_on_train_epoch_end=False), or the next
+            # trigger that finds it.
+            self._defer_save_until_validation = True
+            if self._validation_ran:  # Lightning waits silently; after a validation it may never come
+                warn_once(
+                    f"ModelCheckpoint monitors {self.monitor!r}, which was not logged. Received: monitor={self.monitor!r}; "
+                    f"logged metrics: {sorted(metrics)}. Checkpoints due at step triggers wait until it is. "
+                    f"Fix: self.log({self.monitor!r}, value), or monitor one of the logged metrics."
+                )
+            return
+        self._defer_save_until_validation = False  # the save it waited for is this one
+        self._save_top_k(trainer, metrics)
+        self._save_last(trainer, metrics)
 
     def _epoch_due(self, trainer: Any) -> bool:
         n = self._every_n_epochs
         return n >= 1 and (trainer.current_epoch + 1) % n == 0
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        if self._save_on_train_epoch_end and not self._should_skip(trainer) and self._epoch_due(trainer):
-            self._save(trainer)
+        if self._saves_on_train_epoch_end(trainer) and not self._should_skip(trainer):
+            self._save_at_epoch_end(trainer)
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
-        if not self._save_on_train_epoch_end and not self._should_skip(trainer) and self._epoch_due(trainer):
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        # From now on a monitored key that is missing is an error, not "not logged yet".
+        self._validation_ran = any(n for n in trainer.num_val_batches)
+        if not self._saves_on_train_epoch_end(trainer) and not self._should_skip(trainer):
             # As for step checkpoints: saved once the training batch this validation followed is done.
-            trainer._after_batch.append(lambda: self._save(trainer))
+            trainer._after_batch.append(lambda: self._save_after_validation(trainer))
+
+    def _save_after_validation(self, trainer: Any) -> None:
+        if self._should_skip(trainer):
+            return
+        if self._defer_save_until_validation:  # a step/time trigger waited for this validation's metrics
+            self._defer_save_until_validation = False
+            metrics = self._candidates(trainer)
+            self._save_top_k(trainer, metrics)
+            self._save_last(trainer, metrics)
+            return
+        self._save_at_epoch_end(trainer)
+
+    def _save_at_epoch_end(self, trainer: Any) -> None:
+        metrics = self._candidates(trainer)
+        if self._epoch_due(trainer):
+            self._save_top_k(trainer, metrics)
+        if self._last_global_step_saved == trainer.global_step or (self.save_last == "link" and self._last_checkpoint_saved):
+            self._save_last(trainer, metrics)
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        # save_last promises a last.ckpt: a run whose triggers saved nothing writes it now.
+        if self.save_last and not self._last_checkpoint_saved and not trainer.fast_dev_run:
+            self._save_last(trainer, self._candidates(trainer))
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         if self.save_on_exception and trainer.state.fn == "fit" and trainer.lightning_module is not None:
@@ -219,31 +292,37 @@ class ModelCheckpoint(MonitorCallback):
         metrics.setdefault("step", torch.tensor(trainer.global_step))
         return metrics
 
-    def _save(self, trainer: Any) -> None:
-        self._last_global_step_saved = trainer.global_step
-        metrics = self._candidates(trainer)
-        if self.save_top_k != 0:
-            if self.monitor is None:
-                self._save_latest(trainer, metrics)
-            else:
-                self._save_if_top_k(trainer, metrics)
-        if self.save_last:
-            self._save_last(trainer, metrics)
+    def _save_top_k(self, trainer: Any, metrics: dict[str, Any]) -> None:
+        if self.save_top_k == 0:
+            return
+        if self.monitor is None:
+            self._save_latest(trainer, metrics)
+            return
+        if self.monitor not in metrics:
+            message = (
+                f"ModelCheckpoint monitors {self.monitor!r}, which was not logged. Received: monitor={self.monitor!r}; "
+                f"logged metrics: {sorted(metrics)}. Fix: self.log({self.monitor!r}, value) in the LightningModule, "
+                "or monitor one of the logged metrics"
+            )
+            if self._validation_ran:  # validation had its chance to log it
+                raise MisconfigurationException(message + ".")
+            warn_once(message + "; no checkpoint is saved until it is logged.")
+            return
+        self._save_if_top_k(trainer, metrics)
 
     def _save_latest(self, trainer: Any, metrics: dict[str, Any]) -> None:
         path = self._unique_path(trainer, self.format_checkpoint_name(metrics), self.best_model_path)
         previous = self.best_model_path
         self.best_model_path = path
         self._write(trainer, path)
-        if self.save_top_k == 1 and previous and previous != path:
+        if self.save_top_k == 1 and previous and self._removable(trainer, previous, path):
             self._remove(trainer, previous)
 
     def _save_if_top_k(self, trainer: Any, metrics: dict[str, Any]) -> None:
-        current = self.monitored_value(trainer)
+        # One host sync per save decision (a trigger), never per step.
+        current = torch.as_tensor(metrics[self.monitor]).detach().to("cpu", torch.float64).reshape(())
         if trainer.strategy.distributed:  # rank 0 decides (metrics logged without sync_dist may differ by rank)
             current = trainer.strategy.broadcast(current)
-        if current is None:
-            return
         if torch.isnan(current):
             current = self.worst_value.to(current)  # a NaN never ranks above a real score
         self.current_score = current
@@ -259,7 +338,7 @@ class ModelCheckpoint(MonitorCallback):
         self.best_k_models[path] = current
         self._update_rankings()
         self._write(trainer, path)
-        if evicted and evicted != path:
+        if evicted and self._removable(trainer, evicted, path):
             self._remove(trainer, evicted)  # only now: the new checkpoint is safely on disk
         if self.verbose:
             print(f"Epoch {trainer.current_epoch}, step {trainer.global_step}: {self.monitor} reached "
@@ -271,25 +350,52 @@ class ModelCheckpoint(MonitorCallback):
         self.kth_best_model_path, self.kth_value = ranked[-1]
 
     def _save_last(self, trainer: Any, metrics: dict[str, Any]) -> None:
+        if not self.save_last:
+            return
         name = self.format_checkpoint_name(metrics, self.CHECKPOINT_NAME_LAST)
         path = self._unique_path(trainer, name, self.last_model_path)
-        previous, self.last_model_path = self.last_model_path, path
-        if self.save_last == "link":
-            wait_for_checkpoints()  # the best checkpoint may still be landing
-        if self.save_last == "link" and self.best_model_path and Path(self.best_model_path).is_file():
-            if not trainer.is_global_zero:
-                return
-            tmp = f"{path}.tmp-link"
-            Path(tmp).unlink(missing_ok=True)
-            os.symlink(os.path.relpath(self.best_model_path, os.path.dirname(path)), tmp)
-            os.replace(tmp, path)
+        previous, self.last_model_path = self.last_model_path, path  # before the write: it is part of the state
+        if self.save_last == "link" and self._last_checkpoint_saved and self.save_top_k != 0:
+            self._link(trainer, self._last_checkpoint_saved, path)
         else:
             self._write(trainer, path)
-        if previous and previous != path and previous not in self.best_k_models and previous != self.best_model_path:
+        if previous and self._removable(trainer, previous, path):
             self._remove(trainer, previous)
 
     def _write(self, trainer: Any, path: str) -> None:
         trainer.save_checkpoint(path, self.save_weights_only, background=self.background_landing)
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = path
+
+    @staticmethod
+    def _link(trainer: Any, target: str, link: str) -> None:
+        """Point `link` at `target` (a relative symlink, so the directory can move), replacing what
+        `link` was; a copy where the filesystem refuses links."""
+        if trainer.is_global_zero and os.path.abspath(target) != os.path.abspath(link):
+            if os.path.isdir(link) and not os.path.islink(link):  # e.g. a sharded last.ckpt from a full save
+                shutil.rmtree(link)
+            # Named like atomic_save's temporary files, so a run killed here leaves nothing setup keeps.
+            tmp = os.path.join(os.path.dirname(link), f".{os.path.basename(link)}.link.tmp")
+            if os.path.lexists(tmp):
+                os.remove(tmp)
+            try:
+                os.symlink(os.path.relpath(target, os.path.dirname(link) or "."), tmp)
+            except OSError:
+                wait_for_checkpoints()  # the copy reads the target, which may still be landing
+                (shutil.copytree if os.path.isdir(target) else shutil.copyfile)(target, tmp)
+            os.replace(tmp, link)  # a reader sees the old last.ckpt or the new one, never none
+        trainer.strategy.barrier()
+
+    def _removable(self, trainer: Any, previous: str, current: str) -> bool:
+        """Whether a checkpoint this callback replaced may be deleted: not when it is the new one,
+        a file top-k still keeps, the checkpoint this fit resumed from, or outside `dirpath`."""
+        if previous == current or previous in self.best_k_models or previous == self.best_model_path:
+            return False
+        absolute = Path(previous).absolute()
+        resumed = getattr(trainer, "ckpt_path", None)
+        if resumed is not None and absolute == Path(resumed).absolute():
+            return False
+        return Path(self.dirpath or "").absolute() in absolute.parents
 
     @staticmethod
     def _remove(trainer: Any, path: str) -> None:
