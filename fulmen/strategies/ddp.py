@@ -87,6 +87,9 @@ class ParallelStrategy(Strategy):
     def set_ranks(self, local_rank: int) -> None:
         self.local_rank, self.node_rank = local_rank, self.env.node_rank
         self.global_rank = self.node_rank * self.num_processes + local_rank if self.env.kind == "local" else self.env.global_rank
+        from fulmen.utilities.rank_zero import rank_zero_only
+
+        rank_zero_only.rank = self.global_rank  # the environment's guess at import may be a local rank
 
     def root_device_index(self, device_ids: list[int]) -> int:
         return device_ids[self.local_rank] if self._accelerator == "cuda" else device_ids[0]
@@ -278,7 +281,7 @@ class DDPStrategy(ParallelStrategy):
         ddp = self.model
         if ddp is module:
             return module.training_step
-        return lambda batch, batch_idx, *rest: call_through(ddp, module, module.training_step, batch, batch_idx, *rest)
+        return lambda *args: call_through(ddp, module, module.training_step, *args)  # the args training_step takes
 
     def no_backward_sync(self) -> contextlib.AbstractContextManager:
         return self.model.no_sync()
