@@ -230,7 +230,8 @@ RUN_USAGE = """usage: fulmen run SCRIPT [ARGS...]
 
 Runs a Python program with `lightning`, `lightning.pytorch`, `pytorch_lightning`, `lightning.fabric`
 and `lightning_fabric` resolving to fulmen, in this process and in every Python process it starts.
-SCRIPT may be a file or a Python command on PATH (`fulmen run torchrun --nproc-per-node 2 train.py`).
+SCRIPT may be a file or a Python command of this environment or on PATH
+(`fulmen run torchrun --nproc-per-node 2 train.py`).
 """
 
 
@@ -248,7 +249,9 @@ def run(argv: list[str]) -> int:
         if not os.path.exists(script):
             import shutil
 
-            found = shutil.which(script)
+            # The environment's own commands first (torchrun beside this python), then PATH.
+            search = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+            found = shutil.which(script, path=search)
             if found is None:
                 print(f"fulmen run: no such file or command: {script!r}. Received: SCRIPT={script!r}. "
                       "Fix: give the path of a Python script, `-m MODULE`, or a Python command on PATH.",

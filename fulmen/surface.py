@@ -41,7 +41,7 @@ _TOP = {  # lightning.pytorch / pytorch_lightning
     "LightningDataModule": "fulmen.datamodule:LightningDataModule",
     "LightningModule": "fulmen.module:LightningModule",
     "Trainer": "fulmen.trainer:Trainer",
-    "seed_everything": "fulmen.seed:seed_everything",
+    "seed_everything": "fulmen.utilities.seed:seed_everything",  # with Lightning's verbose=
     "cli_lightning_logo": "fulmen.cli:cli_lightning_logo",
     "LIGHTNING_LOGO": "fulmen.cli:LIGHTNING_LOGO",
 }
@@ -111,7 +111,7 @@ TABLE: dict[str, str | dict[str, str]] = {
     "pytorch.demos.mnist_datamodule": "fulmen.demos.mnist_datamodule",
     "pytorch.demos.transformer": "fulmen.demos.transformer",
     "pytorch.loggers": "fulmen.loggers",
-    "pytorch.loggers.base": "fulmen.loggers.base",  # Lightning 1.x
+    "pytorch.loggers.base": "fulmen.loggers.logger",  # Lightning 1.x (DummyLogger, rank_zero_experiment)
     "pytorch.loggers.comet": "fulmen.loggers.comet",
     "pytorch.loggers.csv_logs": "fulmen.loggers.csv_logs",
     "pytorch.loggers.logger": "fulmen.loggers.logger",
@@ -129,7 +129,7 @@ TABLE: dict[str, str | dict[str, str]] = {
     "pytorch.profilers.profiler": "fulmen.profilers.profiler",
     "pytorch.profilers.pytorch": "fulmen.profilers.pytorch",
     "pytorch.profilers.simple": "fulmen.profilers.simple",
-    "pytorch.profilers.xla": "fulmen.profilers",
+    "pytorch.profilers.xla": "fulmen.profilers.xla",
     "pytorch.strategies": "fulmen.strategies",
     "pytorch.strategies.ddp": "fulmen.strategies.ddp",
     "pytorch.strategies.deepspeed": "fulmen.strategies",
@@ -161,6 +161,7 @@ TABLE: dict[str, str | dict[str, str]] = {
     "pytorch.utilities.model_helpers": "fulmen.utilities.model_helpers",
     "pytorch.utilities.model_summary": "fulmen.utilities.model_summary",
     "pytorch.utilities.model_summary.model_summary": "fulmen.utilities.model_summary",
+    "pytorch.utilities.parameter_tying": "fulmen.utilities.model_helpers",
     "pytorch.utilities.parsing": "fulmen.utilities.parsing",
     "pytorch.utilities.rank_zero": "fulmen.utilities.rank_zero",
     "pytorch.utilities.seed": "fulmen.utilities.seed",
@@ -168,6 +169,9 @@ TABLE: dict[str, str | dict[str, str]] = {
     "pytorch.utilities.warnings": "fulmen.utilities.warnings",
     # --- lightning.fabric (the parts Lightning-based code imports; a Fabric class is later work) ----
     "fabric": {"seed_everything": _TOP["seed_everything"]},
+    "fabric.accelerators": "fulmen.accelerators",
+    "fabric.loggers": {"Logger": "fulmen.loggers.logger:Logger"},
+    "fabric.loggers.logger": "fulmen.loggers.logger",
     "fabric.plugins": "fulmen.plugins",
     "fabric.plugins.environments": "fulmen.plugins.environments",
     "fabric.plugins.environments.cluster_environment": "fulmen.plugins.environments",
@@ -189,6 +193,7 @@ TABLE: dict[str, str | dict[str, str]] = {
     "fabric.utilities.rank_zero": "fulmen.utilities.rank_zero",
     "fabric.utilities.seed": "fulmen.utilities.seed",
     "fabric.utilities.spike": "fulmen.callbacks.spike",
+    "fabric.utilities.throughput": {"measure_flops": "fulmen.utilities.model_summary:measure_flops"},
     "fabric.utilities.types": "fulmen.utilities.types",
     "fabric.utilities.warnings": "fulmen.utilities.warnings",
 }
@@ -216,3 +221,13 @@ def has_children(key: str) -> bool:
     """Whether a Lightning path is a package here (other table paths lie below it)."""
     prefix = f"{key}." if key else ""
     return any(k.startswith(prefix) and k != key for k in TABLE)
+
+
+def import_names(key: str) -> list[str]:
+    """Every import name a table key answers for: `pytorch.utilities` ->
+    `["lightning.pytorch.utilities", "pytorch_lightning.utilities"]`."""
+    names = [f"lightning.{key}" if key else "lightning"]
+    for root, root_key in ROOTS.items():
+        if root_key and (key == root_key or key.startswith(f"{root_key}.")):
+            names.append(root + key[len(root_key):])
+    return names
