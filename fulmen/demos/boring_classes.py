@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
 from fulmen.datamodule import LightningDataModule
@@ -195,3 +196,55 @@ class BoringDataModuleNoLen(BoringDataModule):
             self.random_test = RandomIterableDataset(32, 256)
         if stage == "predict":
             self.random_predict = RandomIterableDataset(32, 64)
+
+
+class IterableBoringDataModule(LightningDataModule):
+    """Two loaders per stage, one over a sized dataset and one over an iterable one, of 4 values
+    per item (16 each for fit, 32 validate, 64 test, 128 predict)."""
+
+    _SIZES = {"train": 16, "val": 32, "test": 64, "predict": 128}
+
+    def setup(self, stage: str) -> None:
+        def both(kind: str) -> list[Dataset]:
+            n = self._SIZES[kind]
+            return [RandomDataset(4, n), RandomIterableDataset(4, n)]
+
+        if stage == "fit":
+            self.train_datasets = both("train")
+        if stage in ("fit", "validate"):
+            self.val_datasets = both("val")
+        if stage == "test":
+            self.test_datasets = both("test")
+        if stage == "predict":
+            self.predict_datasets = both("predict")
+
+    def train_dataloader(self) -> list[DataLoader]:
+        return [DataLoader(d) for d in self.train_datasets]
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [DataLoader(d) for d in self.val_datasets]
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [DataLoader(d) for d in self.test_datasets]
+
+    def predict_dataloader(self) -> list[DataLoader]:
+        return [DataLoader(d) for d in self.predict_datasets]
+
+
+class Net(nn.Module):
+    """The classic MNIST convnet: two 3x3 convolutions, max-pool, two linear layers, log-softmax
+    over 10 classes, for `(batch, 1, 28, 28)` images."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, 1)
+        self.conv2 = nn.Conv2d(32, 64, 3, 1)
+        self.dropout1 = nn.Dropout(0.25)
+        self.dropout2 = nn.Dropout(0.5)
+        self.fc1 = nn.Linear(9216, 128)  # 64 channels x 12 x 12 after the pool
+        self.fc2 = nn.Linear(128, 10)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
+        x = F.relu(self.fc1(torch.flatten(self.dropout1(x), 1)))
+        return F.log_softmax(self.fc2(self.dropout2(x)), dim=1)
