@@ -22,9 +22,7 @@ alias on, loads neither torch nor fulmen until a Lightning name is first importe
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import importlib.machinery
-import importlib.metadata
 import os
 import sys
 import types
@@ -111,23 +109,28 @@ class SurfaceModule(types.ModuleType):
         return sorted(set(names))
 
 
-class _Distribution(importlib.metadata.Distribution):
+def _distribution(name: str) -> Any:
     """What `importlib.metadata.version("lightning")` finds under the alias: the API version fulmen
-    implements (a real Lightning installation beside fulmen is not what runs)."""
+    implements (a real Lightning installation beside fulmen is not what runs). Built on first use:
+    importlib.metadata costs ~13 ms to import, more than the rest of the runner's start-up."""
+    import importlib.metadata
 
-    def __init__(self, name: str) -> None:
-        self._metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {surface.LIGHTNING_API_VERSION}\n"
+    class LightningAPIDistribution(importlib.metadata.Distribution):
+        def read_text(self, filename: str) -> str | None:
+            if filename in ("METADATA", "PKG-INFO"):
+                return f"Metadata-Version: 2.1\nName: {name}\nVersion: {surface.LIGHTNING_API_VERSION}\n"
+            return None
 
-    def read_text(self, filename: str) -> str | None:
-        return self._metadata if filename in ("METADATA", "PKG-INFO") else None
+        def locate_file(self, path: Any) -> Any:
+            return path
 
-    def locate_file(self, path: Any) -> Any:
-        return path
+    return LightningAPIDistribution()
 
 
-class LightningFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+class LightningFinder:
     """First on `sys.meta_path`: answers every import under Lightning's names from `fulmen.surface`,
-    so the real Lightning, even when installed, is never the one imported."""
+    so the real Lightning, even when installed, is never the one imported. (A meta path finder and
+    its loader by their methods; importlib.abc is not imported, to keep start-up short.)"""
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
         key = surface.lightning_path(fullname)
@@ -155,9 +158,9 @@ class LightningFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             # `lightning.pytorch.trainer.trainer.X` patches fulmen's module.
             sys.modules[module.__name__] = _resolve(target)
 
-    def find_distributions(self, context: Any = importlib.metadata.DistributionFinder.Context()) -> Any:
-        name = (context.name or "").lower()
-        return iter([_Distribution(name)]) if name in _DISTRIBUTIONS else iter(())
+    def find_distributions(self, context: Any = None) -> Any:
+        name = (getattr(context, "name", None) or "").lower()
+        return iter([_distribution(name)]) if name in _DISTRIBUTIONS else iter(())
 
 
 def _real_lightning_imported() -> str | None:
