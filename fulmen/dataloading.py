@@ -130,10 +130,11 @@ def _train_source(trainer: Trainer) -> Any:
     if explicit is not None:
         return explicit
     model, datamodule = trainer.lightning_module, trainer.datamodule
-    if datamodule is not None and is_overridden("train_dataloader", datamodule, LightningDataModule):
+    if datamodule is not None and (is_overridden("train_dataloader", datamodule, LightningDataModule)
+                                   or "train_dataloader" in vars(datamodule)):  # from_datasets sets attributes
         return datamodule.train_dataloader()
-    if callable(getattr(model, "train_dataloader", None)):
-        return model.train_dataloader()
+    if is_overridden("train_dataloader", model, LightningModule) or "train_dataloader" in vars(model):
+        return model.train_dataloader()  # (the default raises, as Lightning's)
     return None
 
 
