@@ -61,9 +61,11 @@ TABLE: dict[str, str | dict[str, str]] = {
     "pytorch.accelerators.accelerator": "fulmen.accelerators",
     "pytorch.accelerators.cpu": "fulmen.accelerators",
     "pytorch.accelerators.cuda": "fulmen.accelerators",
+    "pytorch.accelerators.gpu": {"GPUAccelerator": "fulmen.accelerators:CUDAAccelerator"},  # Lightning 1.x
     "pytorch.accelerators.mps": "fulmen.accelerators",
     "pytorch.accelerators.xla": "fulmen.accelerators",
     "pytorch.callbacks": "fulmen.callbacks",
+    "pytorch.callbacks.base": "fulmen.callbacks.callback",  # Lightning 1.x
     "pytorch.callbacks.batch_size_finder": "fulmen.callbacks.batch_size_finder",
     "pytorch.callbacks.callback": "fulmen.callbacks.callback",
     "pytorch.callbacks.checkpoint": "fulmen.callbacks.checkpoint",
@@ -123,6 +125,7 @@ TABLE: dict[str, str | dict[str, str]] = {
     "pytorch.plugins.environments": "fulmen.plugins.environments",
     "pytorch.plugins.io": "fulmen.plugins",
     "pytorch.plugins.precision": "fulmen.plugins",
+    "pytorch.profiler": "fulmen.profilers",  # Lightning 1.x
     "pytorch.profilers": "fulmen.profilers",
     "pytorch.profilers.advanced": "fulmen.profilers.advanced",
     "pytorch.profilers.base": "fulmen.profilers",  # Lightning 1.x
@@ -142,6 +145,7 @@ TABLE: dict[str, str | dict[str, str]] = {
     "pytorch.strategies.xla": "fulmen.strategies",
     "pytorch.trainer": {"Trainer": _TOP["Trainer"]},
     "pytorch.trainer.states": "fulmen.state",
+    "pytorch.trainer.supporters": "fulmen.utilities.combined_loader",  # Lightning 1.x home of CombinedLoader
     "pytorch.trainer.trainer": "fulmen.trainer",
     "pytorch.tuner": "fulmen.tuner",
     "pytorch.tuner.batch_size_scaling": "fulmen.tuner.batch_size_scaling",

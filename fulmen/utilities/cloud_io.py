@@ -110,3 +110,6 @@ def _is_dir(fs: AbstractFileSystem, path: str | Path, strict: bool = False) -> b
 
 
 __all__ = ["get_filesystem"]
+
+
+load = _load  # Lightning 1.x's name (`from pytorch_lightning.utilities.cloud_io import load`)
