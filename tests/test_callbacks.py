@@ -407,7 +407,7 @@ def test_every_written_file_loads_with_weights_only_and_holds_the_expected_keys(
     full = torch.load(tmp_path / "all" / "epoch=1-step=4.ckpt", weights_only=True)
     assert {"optimizer_states", "lr_schedulers", "callbacks"} <= set(full)
     assert (full["epoch"], full["global_step"]) == (1, 4)
-    assert full["hyper_parameters"]["values"] == [0.5, 0.3, 0.4, 0.2, 0.6, 0.7]
+    assert full["hyper_parameters"]["values"] == (0.5, 0.3, 0.4, 0.2, 0.6, 0.7)  # the tuple the model was given
     assert len(full["optimizer_states"]) == 1 and full["lr_schedulers"][0]["last_epoch"] == 2
     assert full["fulmen_version"] == pl.__version__
     # Lightning's state keys, one per ModelCheckpoint configuration.
@@ -430,7 +430,7 @@ def test_checkpoint_hyper_parameters_do_not_depend_on_the_name_of_self(tmp_path)
 
     _fit([ModelCheckpoint(dirpath=tmp_path)], Terse(width=5), max_epochs=1)
     saved = torch.load(tmp_path / "epoch=0-step=2.ckpt", weights_only=True)["hyper_parameters"]
-    assert (saved["width"], saved["values"]) == (5, [0.5, 0.3])
+    assert (saved["width"], saved["values"]) == (5, (0.5, 0.3))
 
 
 # ==============================================================================================
