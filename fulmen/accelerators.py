@@ -7,11 +7,14 @@ strategy that runs one process or several.
 The Accelerator classes carry Lightning's names and static methods (`CUDAAccelerator.is_available()`,
 `CPUAccelerator.parse_devices(4)`, ...), so callbacks that ask `isinstance(trainer.accelerator,
 CUDAAccelerator)` work; the Trainer itself keeps deciding on the plain name (`trainer._accelerator`).
-`AcceleratorRegistry` maps the names `Trainer(accelerator=...)` accepts to their classes.
+`AcceleratorRegistry` maps the names `Trainer(accelerator=...)` accepts to their classes. The
+functions Lightning keeps beside them (`get_cpu_stats`, `get_nvidia_gpu_stats`, MPS's stats as
+`get_mps_stats`, `find_usable_cuda_devices`) live here too.
 """
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from typing import Any, Callable
 
@@ -33,19 +36,121 @@ def _not_supported(what: str, received: str) -> MisconfigurationException:
     )
 
 
-def _psutil_stats(prefix: str) -> dict[str, float]:
+def _psutil_stats(prefix: str, caller: str) -> dict[str, float]:
     try:
-        import psutil  # optional: only device stats need it
+        import psutil  # optional: only stats read where /proc is missing need it
     except ModuleNotFoundError:
         raise ModuleNotFoundError(
-            "Reading CPU/MPS device stats needs the `psutil` package, which is not installed. "
-            "Received: get_device_stats(). Fix: pip install psutil."
+            "Reading CPU/MPS device stats without Linux's /proc needs the `psutil` package, which is not "
+            f"installed. Received: {caller}. Fix: pip install psutil."
         ) from None
     return {
         f"{prefix}_vm_percent": psutil.virtual_memory().percent,
         f"{prefix}_percent": psutil.cpu_percent(),
         f"{prefix}_swap_percent": psutil.swap_memory().percent,
     }
+
+
+def get_cpu_stats() -> dict[str, float]:
+    """The CPU's memory, swap and busy percentages ("cpu_vm_percent", "cpu_swap_percent", "cpu_percent").
+
+    On Linux they are read from /proc, as DeviceStatsMonitor reads them (plus "cpu_rss_bytes", this
+    process's resident memory); elsewhere `psutil` is needed.
+
+    >>> sorted(get_cpu_stats())[:3]
+    ['cpu_percent', 'cpu_rss_bytes', 'cpu_swap_percent']
+    """
+    if os.path.exists("/proc/meminfo") and os.path.exists("/proc/stat"):
+        from fulmen.callbacks.device_stats_monitor import get_cpu_stats as read_proc
+
+        return read_proc()
+    return _psutil_stats("cpu", "get_cpu_stats()")
+
+
+def get_mps_stats() -> dict[str, float]:
+    """Apple silicon's shared memory and CPU use, under Lightning's "M1_" keys ("M1_vm_percent", ...).
+
+    Lightning's `accelerators.mps.get_device_stats()`. macOS has no /proc, so this needs `psutil`."""
+    return _psutil_stats("M1", "accelerators.mps.get_device_stats()")
+
+
+def get_nvidia_gpu_stats(device: Any) -> dict[str, float]:
+    """One GPU's utilisation, memory, fan and temperatures as `nvidia-smi` reports them.
+
+    Keys carry their unit, as in Lightning: "utilization.gpu (%)", "memory.used (MB)", "memory.free (MB)",
+    "utilization.memory (%)", "fan.speed (%)", "temperature.gpu (°C)", "temperature.memory (°C)"; a value
+    nvidia-smi cannot give ("[N/A]") reads 0.0. `device` is a torch device, an index or "cuda:1"; under
+    CUDA_VISIBLE_DEVICES it is the visible index, mapped to the physical GPU for nvidia-smi.
+    """
+    import shutil
+    import subprocess
+
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        # FileNotFoundError, as Lightning raises here.
+        raise FileNotFoundError(
+            f"Reading GPU stats runs `nvidia-smi`, which is not on PATH. Received: device={device!r}. "
+            "Fix: install the NVIDIA driver tools, or use torch.cuda.memory_stats(device) instead."
+        )
+    metrics = (("utilization.gpu", "%"), ("memory.used", "MB"), ("memory.free", "MB"), ("utilization.memory", "%"),
+               ("fan.speed", "%"), ("temperature.gpu", "°C"), ("temperature.memory", "°C"))
+    index = torch.device(device).index if isinstance(device, (str, torch.device)) else int(device)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    gpu_id = visible.split(",")[index or 0].strip() if visible else str(index or 0)
+    out = subprocess.run(
+        [smi, f"--query-gpu={','.join(k for k, _ in metrics)}", "--format=csv,nounits,noheader", f"--id={gpu_id}"],
+        encoding="utf-8", capture_output=True, check=True,
+    ).stdout.strip()
+
+    def number(text: str) -> float:
+        try:
+            return float(text)
+        except ValueError:  # "[N/A]", "[Not Supported]"
+            return 0.0
+
+    return {f"{key} ({unit})": number(v) for (key, unit), v in zip(metrics, out.split(", "))}
+
+
+def find_usable_cuda_devices(num_devices: int = -1) -> list[int]:
+    """Indices of the visible GPUs that accept a tensor now: `num_devices` of them, or all with -1.
+
+    A GPU in "exclusive process" mode that another process holds is skipped. Use it as
+    `Trainer(accelerator="cuda", devices=find_usable_cuda_devices(2))`. Two processes calling this at
+    the same moment may both pick the same free GPU.
+
+    >>> find_usable_cuda_devices(0)
+    []
+    """
+    if num_devices == 0:
+        return []
+    visible = torch.cuda.device_count()
+    # ValueError/RuntimeError, as Lightning raises here.
+    if visible == 0:
+        raise ValueError(
+            f"No CUDA device is visible on this machine. Received: num_devices={num_devices}. "
+            "Fix: run on a machine with a GPU (check CUDA_VISIBLE_DEVICES), or use accelerator='cpu'."
+        )
+    if num_devices > visible:
+        raise ValueError(
+            f"More GPUs were requested than this machine has ({visible}). Received: num_devices={num_devices}. "
+            f"Fix: ask for at most {visible}, or -1 for all usable ones."
+        )
+    usable, busy = [], []
+    for index in range(visible):
+        try:
+            torch.tensor(0, device=torch.device("cuda", index))
+        except RuntimeError:  # held by another process in exclusive mode, or broken
+            busy.append(index)
+            continue
+        usable.append(index)
+        if len(usable) == num_devices:
+            break
+    if num_devices != -1 and len(usable) != num_devices:
+        raise RuntimeError(
+            f"Only {len(usable)} of the requested GPUs are usable now; GPUs {busy} are occupied by other processes. "
+            f"Received: num_devices={num_devices}. Fix: ask for fewer, wait for them to be free, or pass -1."
+        )
+    return usable
 
 
 class Accelerator(ABC):
@@ -116,7 +221,7 @@ class CPUAccelerator(Accelerator):
         pass
 
     def get_device_stats(self, device: Any) -> dict[str, Any]:
-        return _psutil_stats("cpu")
+        return get_cpu_stats()
 
     @staticmethod
     def parse_devices(devices: int | str) -> int:
@@ -211,7 +316,7 @@ class MPSAccelerator(Accelerator):
         pass
 
     def get_device_stats(self, device: Any) -> dict[str, Any]:
-        return _psutil_stats("M1")  # Lightning's key prefix for MPS stats
+        return get_mps_stats()
 
     @staticmethod
     def parse_devices(devices: int | str | list[int]) -> list[int] | None:

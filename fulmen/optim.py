@@ -41,6 +41,12 @@ class LRSchedulerConfig:
     strict: bool = True
 
 
+def do_nothing_closure() -> None:
+    """A closure for `optimizer.step(closure)` when the gradients are already there: it computes
+    nothing and returns None (the loss torch's closure-taking optimizers pass back)."""
+    return None
+
+
 class LightningOptimizer:
     """Wraps a torch optimizer so that `step` goes through the Trainer's precision and, under
     manual optimization, counts `global_step`. Every other attribute is the wrapped optimizer's."""

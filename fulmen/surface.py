@@ -62,7 +62,7 @@ TABLE: dict[str, str | dict[str, str]] = {
     "pytorch.accelerators.cpu": "fulmen.accelerators",
     "pytorch.accelerators.cuda": "fulmen.accelerators",
     "pytorch.accelerators.gpu": {"GPUAccelerator": "fulmen.accelerators:CUDAAccelerator"},  # Lightning 1.x
-    "pytorch.accelerators.mps": "fulmen.accelerators",
+    "pytorch.accelerators.mps": {"*": "fulmen.accelerators", "get_device_stats": "fulmen.accelerators:get_mps_stats"},
     "pytorch.accelerators.xla": "fulmen.accelerators",
     "pytorch.callbacks": "fulmen.callbacks",
     "pytorch.callbacks.base": "fulmen.callbacks.callback",  # Lightning 1.x
@@ -111,6 +111,7 @@ TABLE: dict[str, str | dict[str, str]] = {
     "pytorch.demos": "fulmen.demos",
     "pytorch.demos.boring_classes": "fulmen.demos.boring_classes",
     "pytorch.demos.mnist_datamodule": "fulmen.demos.mnist_datamodule",
+    "pytorch.demos.lstm": "fulmen.demos.lstm",
     "pytorch.demos.transformer": "fulmen.demos.transformer",
     "pytorch.loggers": "fulmen.loggers",
     "pytorch.loggers.base": "fulmen.loggers.logger",  # Lightning 1.x (DummyLogger, rank_zero_experiment)
@@ -143,7 +144,7 @@ TABLE: dict[str, str | dict[str, str]] = {
     "pytorch.strategies.single_xla": "fulmen.strategies",
     "pytorch.strategies.strategy": "fulmen.strategies",
     "pytorch.strategies.xla": "fulmen.strategies",
-    "pytorch.trainer": {"Trainer": _TOP["Trainer"]},
+    "pytorch.trainer": {"Trainer": _TOP["Trainer"], "seed_everything": _TOP["seed_everything"]},
     "pytorch.trainer.states": "fulmen.state",
     "pytorch.trainer.supporters": "fulmen.utilities.combined_loader",  # Lightning 1.x home of CombinedLoader
     "pytorch.trainer.trainer": "fulmen.trainer",
@@ -155,13 +156,17 @@ TABLE: dict[str, str | dict[str, str]] = {
     "pytorch.utilities.apply_func": "fulmen.utilities.apply_func",  # Lightning 1.x
     "pytorch.utilities.cloud_io": "fulmen.utilities.cloud_io",  # Lightning 1.x
     "pytorch.utilities.combined_loader": "fulmen.utilities.combined_loader",
+    "pytorch.utilities.compile": "fulmen.utilities.compile",
     "pytorch.utilities.data": "fulmen.utilities.data",
+    "pytorch.utilities.deepspeed": "fulmen.utilities.deepspeed",
     "pytorch.utilities.distributed": "fulmen.utilities.distributed",  # Lightning 1.x
     "pytorch.utilities.enums": "fulmen.utilities.enums",
     "pytorch.utilities.exceptions": "fulmen.utilities.exceptions",
     "pytorch.utilities.grads": "fulmen.utilities.grads",
     "pytorch.utilities.imports": "fulmen.utilities.imports",
     "pytorch.utilities.memory": "fulmen.utilities.memory",
+    "pytorch.utilities.migration": "fulmen.utilities.migration",
+    "pytorch.utilities.migration.utils": "fulmen.utilities.migration",
     "pytorch.utilities.model_helpers": "fulmen.utilities.model_helpers",
     "pytorch.utilities.model_summary": "fulmen.utilities.model_summary",
     "pytorch.utilities.model_summary.model_summary": "fulmen.utilities.model_summary",
@@ -186,7 +191,7 @@ TABLE: dict[str, str | dict[str, str]] = {
     "fabric.plugins.environments.slurm": "fulmen.plugins.environments",
     "fabric.plugins.environments.torchelastic": "fulmen.plugins.environments",
     "fabric.plugins.environments.xla": "fulmen.plugins.environments",
-    "fabric.utilities": "fulmen.utilities",
+    "fabric.utilities": {"*": "fulmen.utilities", "Throughput": "fulmen.callbacks.throughput_monitor:Throughput"},
     "fabric.utilities.apply_func": "fulmen.utilities.apply_func",
     "fabric.utilities.cloud_io": "fulmen.utilities.cloud_io",
     "fabric.utilities.data": "fulmen.utilities.data",
@@ -197,7 +202,11 @@ TABLE: dict[str, str | dict[str, str]] = {
     "fabric.utilities.rank_zero": "fulmen.utilities.rank_zero",
     "fabric.utilities.seed": "fulmen.utilities.seed",
     "fabric.utilities.spike": "fulmen.callbacks.spike",
-    "fabric.utilities.throughput": {"measure_flops": "fulmen.utilities.model_summary:measure_flops"},
+    "fabric.utilities.throughput": {
+        "measure_flops": "fulmen.utilities.model_summary:measure_flops",
+        "Throughput": "fulmen.callbacks.throughput_monitor:Throughput",
+        "get_available_flops": "fulmen.callbacks.throughput_monitor:get_available_flops",
+    },
     "fabric.utilities.types": "fulmen.utilities.types",
     "fabric.utilities.warnings": "fulmen.utilities.warnings",
 }

@@ -35,6 +35,7 @@ class FakeTrainer:
         self.sanity_checking = False
         self.is_global_zero = True
         self.logger = types.SimpleNamespace(version=version) if version is not None else None
+        self.loggers = [self.logger] if self.logger is not None else []
         self.metrics = {"loss": 0.12345}
         self.metric_reads = 0
 

@@ -1,7 +1,8 @@
-"""EarlyStopping: stop training when a monitored metric stops improving."""
+"""EarlyStopping: stop training when a monitored metric stops improving, and `EarlyStoppingReason`, why it did."""
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any
 
 import torch
@@ -10,11 +11,24 @@ from fulmen.callbacks.monitor import MonitorCallback
 from fulmen.errors import MisconfigurationException
 
 
+class EarlyStoppingReason(Enum):
+    """Which rule stopped training (`EarlyStopping.stopping_reason`); the values are Lightning's, as
+    stored in its checkpoints."""
+
+    NOT_STOPPED = 0
+    STOPPING_THRESHOLD = 1
+    DIVERGENCE_THRESHOLD = 2
+    PATIENCE_EXHAUSTED = 3
+    NON_FINITE_METRIC = 4
+
+
 class EarlyStopping(MonitorCallback):
     """Set `trainer.should_stop` once `monitor` has not improved by `min_delta` for `patience` checks.
 
     Checks run at the end of each training epoch (after its validation), or after each validation
-    run when validation happens more or less often than once per epoch.
+    run when validation happens more or less often than once per epoch. Once it stops training,
+    `stopping_reason` (an `EarlyStoppingReason`) says which rule fired and `stopping_reason_message`
+    says it in words; both are saved in checkpoints.
 
     Example:
         >>> EarlyStopping(monitor="val_loss", patience=3, mode="min")  # doctest: +ELLIPSIS
@@ -65,6 +79,7 @@ class EarlyStopping(MonitorCallback):
         self.wait_count = 0
         self.stopped_epoch = 0
         self.best_score = self.worst_value
+        self.stopping_reason = EarlyStoppingReason.NOT_STOPPED
         self.stopping_reason_message: str | None = None
 
     @property
@@ -104,11 +119,13 @@ class EarlyStopping(MonitorCallback):
     def _evaluate(self, current: torch.Tensor) -> tuple[bool, str | None]:
         name = self.monitor
         if self.check_finite and not torch.isfinite(current):
+            self.stopping_reason = EarlyStoppingReason.NON_FINITE_METRIC
             return True, (
                 f"Monitored metric {name} = {current.item()} is not finite. "
                 f"Previous best value was {self.best_score.item():.3f}. Signaling Trainer to stop."
             )
         if self.stopping_threshold is not None and self.better(current, torch.tensor(float(self.stopping_threshold))):
+            self.stopping_reason = EarlyStoppingReason.STOPPING_THRESHOLD
             return True, (
                 f"Stopping threshold reached: {name} = {current.item()} "
                 f"{'<' if self.mode == 'min' else '>'} {self.stopping_threshold}. Signaling Trainer to stop."
@@ -116,6 +133,7 @@ class EarlyStopping(MonitorCallback):
         if self.divergence_threshold is not None and self.better(
             torch.tensor(float(self.divergence_threshold)), current
         ):
+            self.stopping_reason = EarlyStoppingReason.DIVERGENCE_THRESHOLD
             return True, (
                 f"Divergence threshold reached: {name} = {current.item()} "
                 f"{'>' if self.mode == 'min' else '<'} {self.divergence_threshold}. Signaling Trainer to stop."
@@ -130,6 +148,7 @@ class EarlyStopping(MonitorCallback):
             return False, f"Metric {name} improved. New best score: {current.item():.3f}"
         self.wait_count += 1
         if self.wait_count >= self.patience:
+            self.stopping_reason = EarlyStoppingReason.PATIENCE_EXHAUSTED
             return True, (
                 f"Monitored metric {name} did not improve in the last {self.wait_count} records. "
                 f"Best score: {self.best_score.item():.3f}. Signaling Trainer to stop."
@@ -142,6 +161,8 @@ class EarlyStopping(MonitorCallback):
             "stopped_epoch": self.stopped_epoch,
             "best_score": self.best_score,
             "patience": self.patience,
+            "stopping_reason": self.stopping_reason.value,
+            "stopping_reason_message": self.stopping_reason_message,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -149,3 +170,6 @@ class EarlyStopping(MonitorCallback):
         self.stopped_epoch = state_dict["stopped_epoch"]
         self.best_score = torch.as_tensor(state_dict["best_score"], dtype=torch.float64)
         self.patience = state_dict["patience"]
+        # Checkpoints from before Lightning 2.6 (and fulmen's older ones) have no reason: not stopped.
+        self.stopping_reason = EarlyStoppingReason(state_dict.get("stopping_reason", 0))
+        self.stopping_reason_message = state_dict.get("stopping_reason_message")

@@ -3,7 +3,8 @@
 Subclass it and implement `write_on_batch_end` (called after each predict batch) and/or
 `write_on_epoch_end` (called once with all predictions and their sample indices). Batch indices are
 the dataset indices of each batch's samples when the DataLoader uses a plain sampler (as in
-Lightning); None otherwise.
+Lightning); None otherwise. `WriteInterval` names the three intervals; `writer.interval` is one of
+its members, which equal their strings ("batch", ...).
 """
 
 from __future__ import annotations
@@ -13,19 +14,39 @@ from typing import TYPE_CHECKING, Any
 
 from fulmen.callbacks.callback import Callback
 from fulmen.errors import MisconfigurationException
+from fulmen.utilities.enums import LightningEnum
 
 if TYPE_CHECKING:
     from fulmen.module import LightningModule
     from fulmen.trainer import Trainer
 
-_INTERVALS = ("batch", "epoch", "batch_and_epoch")
+
+
+class WriteInterval(LightningEnum):
+    """When a BasePredictionWriter writes: after each batch, once at the epoch's end, or both.
+
+    >>> WriteInterval("epoch").on_epoch, WriteInterval.BATCH == "batch"
+    (True, True)
+    """
+
+    BATCH = "batch"
+    EPOCH = "epoch"
+    BATCH_AND_EPOCH = "batch_and_epoch"
+
+    @property
+    def on_batch(self) -> bool:
+        return self in (WriteInterval.BATCH, WriteInterval.BATCH_AND_EPOCH)
+
+    @property
+    def on_epoch(self) -> bool:
+        return self in (WriteInterval.EPOCH, WriteInterval.BATCH_AND_EPOCH)
 
 
 class BasePredictionWriter(Callback):
     """Base class for writing predictions.
 
     Args:
-        write_interval: "batch", "epoch" or "batch_and_epoch".
+        write_interval: "batch", "epoch" or "batch_and_epoch" (or a `WriteInterval`).
 
     Example:
         >>> import os, torch
@@ -38,13 +59,14 @@ class BasePredictionWriter(Callback):
         ...         torch.save(prediction, os.path.join(self.output_dir, f"{dataloader_idx}_{batch_idx}.pt"))
     """
 
-    def __init__(self, write_interval: str = "batch") -> None:
-        if write_interval not in _INTERVALS:
+    def __init__(self, write_interval: str | WriteInterval = "batch") -> None:
+        if write_interval not in list(WriteInterval):
             raise MisconfigurationException(
                 f"BasePredictionWriter got an unknown write_interval. Received: write_interval={write_interval!r}. "
-                f"Fix: use one of {list(_INTERVALS)}."
+                f"Fix: use one of {[i.value for i in WriteInterval]}."
             )
-        self.interval = write_interval
+        # The member equal to it (LightningEnum compares in any letter case, so "EPOCH" is EPOCH).
+        self.interval = next(i for i in WriteInterval if i == write_interval)
         self._predictions: list[list[Any]] = []
         self._indices: list[list[Any]] = []
         self._samplers: list[Any] = []
@@ -70,14 +92,14 @@ class BasePredictionWriter(Callback):
     def on_predict_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                              batch_idx: int, dataloader_idx: int = 0) -> None:
         indices = self._batch_indices(dataloader_idx, batch_idx)
-        if self.interval != "batch":
+        if self.interval.on_epoch:
             self._predictions[dataloader_idx].append(outputs)
             self._indices[dataloader_idx].append(indices)
-        if self.interval != "epoch":
+        if self.interval.on_batch:
             self.write_on_batch_end(trainer, pl_module, outputs, indices, batch, batch_idx, dataloader_idx)
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.interval == "batch":
+        if not self.interval.on_epoch:
             return
         single = len(self._predictions) == 1
         self.write_on_epoch_end(trainer, pl_module, self._predictions[0] if single else self._predictions,

@@ -1,4 +1,5 @@
-"""Progress bars: the `ProgressBar` base callback and the default `TQDMProgressBar`.
+"""Progress bars: the `ProgressBar` base callback and the default `TQDMProgressBar`, with the helpers
+Lightning keeps beside them (`get_standard_metrics`, `convert_inf`, the padded `Tqdm` bar class).
 
 `ProgressBar` owns what every bar needs from the Trainer: how many batches each stage has, the
 metrics to show (`get_metrics`), and on/off switches. `TQDMProgressBar` draws them with tqdm:
@@ -145,12 +146,7 @@ class ProgressBar(Callback):
             ...         items.pop("v_num", None)
             ...         return items
         """
-        items: dict[str, Any] = {}
-        logger = getattr(trainer, "logger", None)
-        version = getattr(logger, "version", None) if logger is not None else None
-        if version not in (None, ""):
-            # Long string versions (timestamps, hashes) would crowd the bar; the tail tells runs apart.
-            items["v_num"] = version[-4:] if isinstance(version, str) else version
+        items = get_standard_metrics(trainer)
         # A metric the user logged under the name "v_num" wins, as the later key.
         items.update(trainer.progress_bar_metrics)
         return items
@@ -163,6 +159,36 @@ class ProgressBar(Callback):
         self._trainer = trainer
         if not trainer.is_global_zero:
             self.disable()
+
+
+def get_standard_metrics(trainer: Trainer) -> dict[str, int | str]:
+    """The items every bar shows before the logged ones: the loggers' version as "v_num" (none without
+    a logger, or when the version is None or "").
+
+    With several loggers the versions are joined by "_", each once, in order. Long string versions
+    (timestamps, hashes) would crowd the bar, so only their last four characters show.
+    """
+    loggers = trainer.loggers
+    if not loggers:
+        return {}
+    if len(loggers) == 1:
+        version = loggers[0].version
+    else:
+        version = "_".join(dict.fromkeys(str(logger.version) for logger in loggers))
+    if version in (None, ""):
+        return {}
+    return {"v_num": version[-4:] if isinstance(version, str) else version}
+
+
+def convert_inf(x: int | float | None) -> int | float | None:
+    """`x`, or None for inf and nan: tqdm shows None as an unknown total.
+
+    >>> convert_inf(float("inf")), convert_inf(3)
+    (None, 3)
+    """
+    if x is None or math.isinf(x) or math.isnan(x):
+        return None
+    return x
 
 
 class TQDMProgressBar(ProgressBar):
@@ -468,3 +494,41 @@ def _in_jupyter_kernel() -> bool:
     shell = ipython.get_ipython()
     # A terminal IPython shell has no kernel app; notebook, lab, VS Code and Colab do.
     return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+_PAD_WIDTH = 5  # the width Lightning pads postfix numbers to
+
+
+def _make_tqdm_class() -> type:
+    from tqdm import tqdm
+
+    class Tqdm(tqdm):
+        """tqdm whose postfix numbers are padded with zeros to a fixed width ("0.5" shows as "0.500"),
+        so the bar does not jump as values change length. Lightning's bar class of the same name:
+        bars built in an overridden `init_train_tqdm` etc. may use it."""
+
+        @staticmethod
+        def format_num(n: int | float | str) -> str:
+            padded = isinstance(n, (float, str))
+            text = n if isinstance(n, str) else tqdm.format_num(n)
+            if not padded or "e" in text:  # ints and scientific notation stay as tqdm writes them
+                return text
+            if "." not in text and len(text) < _PAD_WIDTH:
+                try:
+                    float(text)
+                except ValueError:  # a word, not a number
+                    return text
+                text += "."
+            return text + "0" * (_PAD_WIDTH - len(text))
+
+    Tqdm.__module__ = __name__
+    return Tqdm
+
+
+def __getattr__(name: str) -> Any:
+    # `Tqdm` subclasses tqdm, which is imported only when a bar is first needed.
+    if name == "Tqdm":
+        value = _make_tqdm_class()
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,7 +3,8 @@
 As in Lightning 2.x: the callback keeps running totals per stage (time, batches, samples, and items
 when `length_fn` is given) and rates over the last `window_size` updates. FLOP/s needs the FLOPs of
 one batch, read from the module's `flops_per_batch` attribute (e.g. from `torch.utils.flop_counter`);
-MFU needs `available_flops` (the device's peak). Metrics are named "<stage>/<metric>", e.g.
+MFU needs `available_flops` (the device's peak), which `get_available_flops` looks up for the common
+data-center GPUs when it is not given. Metrics are named "<stage>/<metric>", e.g.
 "train/samples", "train/device/samples_per_sec", "train/device/flops_per_sec", and go to the loggers
 at the steps `log_every_n_steps` selects. Training time excludes the validation runs inside it.
 
@@ -32,17 +33,94 @@ def _now() -> float:
     return time.perf_counter()
 
 
+# Peak dense (no sparsity) tensor FLOP/s of one GPU, in TFLOP/s, from NVIDIA's datasheets. "tf32" is
+# float32 matmuls on tensor cores, what float32 runs at once torch.set_float32_matmul_precision is not
+# "highest". The H200 computes as the H100 SXM (its datasheet's larger figures count sparsity).
+_GPU_TFLOPS: dict[str, dict[str, float]] = {
+    "h200": {"float64": 33.5, "float32": 66.9, "tf32": 494.7, "bfloat16": 989.4, "float16": 989.4, "int8": 1978.9},
+    "h100 sxm": {"float64": 33.5, "float32": 66.9, "tf32": 494.7, "bfloat16": 989.4, "float16": 989.4, "int8": 1978.9},
+    "h100 pcie": {"float64": 25.6, "float32": 51.2, "tf32": 378, "bfloat16": 756, "float16": 756, "int8": 1513},
+    "a100": {"float64": 9.7, "float32": 19.5, "tf32": 156, "bfloat16": 312, "float16": 312, "int8": 624},
+    "a10g": {"float32": 31.2, "tf32": 62.5, "bfloat16": 125, "float16": 125, "int8": 250},
+    "l40": {"float32": 90.5, "tf32": 90.5, "bfloat16": 181, "float16": 181, "int8": 362},
+    "l4": {"float32": 30.3, "tf32": 60, "bfloat16": 121, "float16": 121, "int8": 242},
+    "t4": {"float32": 8.1, "float16": 65, "int8": 130},
+    "v100 sxm": {"float64": 7.8, "float32": 15.7, "float16": 125},
+    "v100 pcie": {"float64": 7, "float32": 14, "float16": 112},
+}
+_PRECISION_DTYPES = {"64-true": torch.float64, "32-true": torch.float32, "16-mixed": torch.float16,
+                     "16-true": torch.float16, "bf16-mixed": torch.bfloat16, "bf16-true": torch.bfloat16}
+
+
+def _chip(device_name: str) -> str | None:
+    """The `_GPU_TFLOPS` key for a CUDA device name such as "NVIDIA H100 80GB HBM3"."""
+    name = device_name.lower()
+    if "h200" in name:
+        return "h200"
+    if "h100" in name:
+        # The SXM part reports HBM3 memory; the PCIe one "PCIe" (or HBM2e). NVL is not in the table.
+        return "h100 sxm" if "hbm3" in name or "sxm" in name else "h100 pcie" if "pcie" in name or "hbm2e" in name \
+            else None
+    if "v100" in name:
+        return "v100 sxm" if "sxm" in name else "v100 pcie" if "pcie" in name and "v100s" not in name else None
+    for chip in ("a100", "a10g", "l40", "l4", "t4"):
+        if chip in name and not (chip == "l40" and "l40s" in name):
+            return chip
+    return None
+
+
+def get_available_flops(device: torch.device, dtype: torch.dtype | str) -> int | None:
+    """One device's theoretical peak FLOP/s for `dtype` (e.g. torch.bfloat16), or None where unknown.
+
+    Known: the data-center GPUs in `_GPU_TFLOPS` (H200, H100, A100, A10G, L40, L4, T4, V100); None
+    without a warning on CPU and MPS, and with one for another GPU or a dtype the chip lacks. An
+    optimistic bound (large matmuls only), meant as the denominator of MFU.
+
+    >>> get_available_flops(torch.device("cpu"), torch.float32) is None
+    True
+    """
+    if device.type != "cuda":
+        return None
+    device_name = torch.cuda.get_device_name(device)
+    chip = _chip(device_name)
+    if chip is None:
+        warn_once(f"The peak FLOP/s of this GPU are not known to fulmen, so MFU is not reported. "
+                  f"Received: device name {device_name!r}. Fix: pass available_flops= (FLOP/s of one device).")
+        return None
+    key = dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")
+    if key == "float32" and torch.get_float32_matmul_precision() != "highest" and "tf32" in _GPU_TFLOPS[chip]:
+        key = "tf32"
+    if key not in _GPU_TFLOPS[chip]:
+        warn_once(f"{device_name!r} has no published peak for this dtype. Received: dtype={dtype}. "
+                  "Fix: pass available_flops= (FLOP/s of one device) to get MFU.")
+        return None
+    return int(_GPU_TFLOPS[chip][key] * 1e12)
+
+
 class Throughput:
     """Running totals and windowed rates: `update(time=, batches=, samples=, lengths=, flops=)`, then `compute()`.
 
-    `time`, `batches`, `samples` and `lengths` are totals since the start; `flops` is the count of
-    the latest batch. Rates are computed once `window_size` updates have been seen.
+    `time`, `batches`, `samples` and `lengths` are this device's totals since the start, and must grow
+    with every update; `flops` is the count of the latest batch on one device. Rates are computed once
+    `window_size` updates have been seen: per device ("device/samples_per_sec", ...) and, with
+    `world_size` > 1, for the whole run ("samples_per_sec", ...: the device rate times `world_size`,
+    assuming every device works alike). `available_flops` is one device's peak, for "device/mfu".
+
+    >>> t = Throughput(window_size=2)
+    >>> t.update(time=1.0, batches=1, samples=8); t.update(time=3.0, batches=2, samples=16)
+    >>> t.compute()["device/samples_per_sec"]
+    4.0
     """
 
-    def __init__(self, available_flops: float | None = None, window_size: int = 100, separator: str = "/") -> None:
+    def __init__(self, available_flops: float | None = None, world_size: int = 1, window_size: int = 100,
+                 separator: str = "/") -> None:
+        if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+            raise ValueError(f"Throughput needs world_size >= 1 (the number of devices). Received: "
+                             f"world_size={world_size!r}. Fix: pass trainer.world_size.")
         if window_size < 2:
             raise ValueError(f"Throughput needs window_size >= 2 to measure a rate. Received: window_size={window_size}.")
         self.available_flops = available_flops
+        self.world_size = world_size
         self.separator = separator
         self._time: deque[float] = deque(maxlen=window_size)
         self._batches: deque[int] = deque(maxlen=window_size)
@@ -54,32 +132,53 @@ class Throughput:
                flops: float | None = None) -> None:
         if samples < batches:
             raise ValueError(f"Expected samples ({samples}) >= batches ({batches}): check batch_size_fn.")
+        if lengths is not None and lengths < samples:
+            raise ValueError(f"Expected lengths ({lengths}) >= samples ({samples}): check length_fn.")
+        if lengths is not None and len(self._lengths) != len(self._samples):
+            raise RuntimeError(
+                f"Throughput got `lengths` in some updates but not others ({len(self._lengths)} of "
+                f"{len(self._samples)} so far). Fix: pass lengths in every update, or in none."
+            )
+        # A total that does not grow is a caller's bug (a reset clock, a counter per batch instead of
+        # a running total), and would divide by zero below.
+        for name, window, value in (("time", self._time, time), ("batches", self._batches, batches),
+                                    ("samples", self._samples, samples), ("lengths", self._lengths, lengths)):
+            if value is not None and window and window[-1] >= value:
+                raise ValueError(f"Expected `{name}` to increase with every update (it is a running total). "
+                                 f"Received: {name}={value} after {window[-1]}.")
         self._time.append(time)
         self._batches.append(batches)
         self._samples.append(samples)
         if lengths is not None:
             self._lengths.append(lengths)
         if flops is not None:
-            self._flops.append(flops)
+            self._flops.append(flops * self.world_size)  # the whole run's work
 
     def compute(self) -> dict[str, float]:
         sep = self.separator
+        run_wide = self.world_size > 1
         out: dict[str, float] = {"time": self._time[-1], "batches": self._batches[-1], "samples": self._samples[-1]}
         if self._lengths:
             out["lengths"] = self._lengths[-1]
-        full = len(self._time) == self._time.maxlen
-        if full:
+        if len(self._time) == self._time.maxlen:
             elapsed = self._time[-1] - self._time[0]
-            out[f"device{sep}batches_per_sec"] = (self._batches[-1] - self._batches[0]) / elapsed
-            out[f"device{sep}samples_per_sec"] = (self._samples[-1] - self._samples[0]) / elapsed
+            rates = {"batches_per_sec": (self._batches[-1] - self._batches[0]) / elapsed,
+                     "samples_per_sec": (self._samples[-1] - self._samples[0]) / elapsed}
             if len(self._lengths) == self._lengths.maxlen:
-                out[f"device{sep}items_per_sec"] = (self._lengths[-1] - self._lengths[0]) / elapsed
+                rates["items_per_sec"] = (self._lengths[-1] - self._lengths[0]) / elapsed
+            for name, rate in rates.items():
+                out[f"device{sep}{name}"] = rate
+                if run_wide:
+                    out[name] = rate * self.world_size
         if len(self._flops) == self._flops.maxlen:
             # The window's first entry is the work done before its first time stamp: not counted.
             flops_per_sec = (sum(self._flops) - self._flops[0]) / (self._time[-1] - self._time[0])
-            out[f"device{sep}flops_per_sec"] = flops_per_sec
+            if run_wide:
+                out["flops_per_sec"] = flops_per_sec
+            device_flops = flops_per_sec / self.world_size
+            out[f"device{sep}flops_per_sec"] = device_flops
             if self.available_flops:
-                out[f"device{sep}mfu"] = flops_per_sec / self.available_flops
+                out[f"device{sep}mfu"] = device_flops / self.available_flops
         return out
 
     def reset(self) -> None:
@@ -93,7 +192,8 @@ class ThroughputMonitor(Callback):
     Args:
         batch_size_fn: samples in a batch, e.g. `lambda batch: batch[0].size(0)`.
         length_fn: items in a batch (e.g. tokens), for items/s.
-        **kwargs: `window_size` (default 100), `separator` ("/"), `available_flops` (peak FLOP/s, for MFU).
+        **kwargs: `window_size` (default 100), `separator` ("/"), `available_flops` (one device's peak FLOP/s,
+            for MFU; looked up with `get_available_flops` when not given).
 
     Example:
         >>> import fulmen as pl
@@ -113,9 +213,20 @@ class ThroughputMonitor(Callback):
         self._lengths: dict[str, int] = {}
         self._val_started: float | None = None
         self._has_flops: bool | None = None
+        self._run_kwargs: dict[str, Any] = {}
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # Decided per run (the device may differ between runs); a value the user gave wins.
+        self._run_kwargs = {"world_size": trainer.world_size}
+        if "available_flops" not in self.kwargs:
+            dtype = _PRECISION_DTYPES.get(trainer.precision, torch.float32)
+            self._run_kwargs["available_flops"] = get_available_flops(trainer.device, dtype)
+        self._throughputs.clear()
 
     def _start(self, stage: str) -> None:
-        throughput = self._throughputs.setdefault(stage, Throughput(**self.kwargs))
+        if stage not in self._throughputs:
+            self._throughputs[stage] = Throughput(**self._run_kwargs, **self.kwargs)
+        throughput = self._throughputs[stage]
         throughput.reset()
         self._samples[stage] = self._batches[stage] = self._lengths[stage] = 0
         self._t0s[stage] = _now()

@@ -16,10 +16,19 @@ from fulmen.arguments import parse_max_time
 from fulmen.callbacks.callback import Callback
 from fulmen.errors import MisconfigurationException
 from fulmen.state import RunningStage
+from fulmen.utilities.enums import LightningEnum
 
 if TYPE_CHECKING:
     from fulmen.module import LightningModule
     from fulmen.trainer import Trainer
+
+
+class Interval(LightningEnum):
+    """How often Timer checks its limit: after each training batch, or each epoch. Members equal
+    their strings, so `Timer(interval=Interval.epoch)` and `Timer(interval="epoch")` are one."""
+
+    step = "step"
+    epoch = "epoch"
 
 
 def _now() -> float:
@@ -41,14 +50,14 @@ class Timer(Callback):
         >>> # after fit: timer.time_elapsed("train"), timer.time_elapsed("validate")
     """
 
-    def __init__(self, duration: str | dt.timedelta | dict[str, int] | None = None, interval: str = "step",
+    def __init__(self, duration: str | dt.timedelta | dict[str, int] | None = None, interval: str = Interval.step,
                  verbose: bool = True) -> None:
-        if interval not in ("step", "epoch"):
+        if interval not in list(Interval):
             raise MisconfigurationException(
                 f"Timer got an unknown interval. Received: interval={interval!r}. Fix: use 'step' or 'epoch'."
             )
         self._duration = parse_max_time(duration, "duration")
-        self._interval = interval
+        self._interval = next(i for i in Interval if i == interval)  # "STEP" is Interval.step too
         self._verbose = verbose
         self._start_time: dict[RunningStage, float | None] = dict.fromkeys(RunningStage)
         self._end_time: dict[RunningStage, float | None] = dict.fromkeys(RunningStage)
@@ -106,11 +115,11 @@ class Timer(Callback):
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if self._interval == "step" and self._duration is not None:
+        if self._interval is Interval.step and self._duration is not None:
             self._check_time_remaining(trainer)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._interval == "epoch" and self._duration is not None:
+        if self._interval is Interval.epoch and self._duration is not None:
             self._check_time_remaining(trainer)
 
     def _check_time_remaining(self, trainer: Trainer) -> None:

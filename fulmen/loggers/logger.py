@@ -1,4 +1,5 @@
-"""Lightning's `loggers.logger` module: `Logger`, `DummyLogger`, `DummyExperiment` and `rank_zero_experiment`.
+"""Lightning's `loggers.logger` module: `Logger`, `DummyLogger`, `DummyExperiment`, `rank_zero_experiment`
+and `merge_dicts`.
 
 `Logger` itself lives in `fulmen.loggers.base`; this module adds the do-nothing logger and the
 decorator that custom loggers put on their `experiment` property, so Lightning code importing
@@ -9,11 +10,13 @@ from __future__ import annotations
 
 import functools
 import os
+import statistics
+from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
 from fulmen.loggers.base import Logger
 
-__all__ = ["DummyExperiment", "DummyLogger", "Logger", "rank_zero_experiment"]
+__all__ = ["DummyExperiment", "DummyLogger", "Logger", "merge_dicts", "rank_zero_experiment"]
 
 
 def _global_rank() -> int:
@@ -101,3 +104,28 @@ class DummyLogger(Logger):
         if name.startswith("__"):
             raise AttributeError(name)  # keep copy/pickle protocols honest
         return lambda *args, **kwargs: None
+
+
+def merge_dicts(
+    dicts: Sequence[Mapping],
+    agg_key_funcs: Mapping | None = None,
+    default_func: Callable[[Sequence[float]], float] = statistics.mean,
+) -> dict:
+    """One dict from several: each key's values (None skipped) reduced by `agg_key_funcs[key]`, else
+    by `default_func` (the mean). Nested dicts merge the same way, with the nested mapping of
+    `agg_key_funcs` for their keys.
+
+    >>> merge_dicts([{"a": 1.0, "n": {"x": 1}}, {"a": 2.0, "b": 5, "n": {"x": 2}}], {"b": max, "n": {"x": sum}})
+    {'a': 1.5, 'n': {'x': 3}, 'b': 5}
+    """
+    funcs = agg_key_funcs or {}
+    keys = list(dict.fromkeys(k for d in dicts for k in d))  # first-seen order
+    merged: dict = {}
+    for key in keys:
+        values = [d[key] for d in dicts if d.get(key) is not None]
+        func = funcs.get(key)
+        if isinstance(values[0], dict):
+            merged[key] = merge_dicts(values, func, default_func)
+        else:
+            merged[key] = (func or default_func)(values)
+    return merged

@@ -26,8 +26,19 @@ from fulmen.strategies.environment import first_host, free_port, slurm_detected
 
 __all__ = [
     "ClusterEnvironment", "KubeflowEnvironment", "LSFEnvironment", "LightningEnvironment", "MPIEnvironment",
-    "SLURMEnvironment", "TorchElasticEnvironment", "XLAEnvironment",
+    "SLURMEnvironment", "TorchElasticEnvironment", "XLAEnvironment", "find_free_network_port",
 ]
+
+
+def find_free_network_port() -> int:
+    """A TCP port free on this machine now, for MASTER_PORT of a run on one node (Lightning's name).
+
+    STANDALONE_PORT, when set, is the answer instead: a fixed port for jobs that must know it ahead.
+    Another process may still take the port before the run binds it: the race of any port picked ahead.
+    """
+    if "STANDALONE_PORT" in os.environ:
+        return int(os.environ["STANDALONE_PORT"])
+    return free_port()
 
 
 class ClusterEnvironment(ABC):
@@ -122,7 +133,7 @@ class LightningEnvironment(ClusterEnvironment):
             elif "STANDALONE_PORT" in os.environ:
                 self._main_port = int(os.environ["STANDALONE_PORT"])
             else:
-                self._main_port = free_port()
+                self._main_port = find_free_network_port()
         return self._main_port
 
     @staticmethod

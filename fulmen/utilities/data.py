@@ -92,6 +92,44 @@ def has_len(dataloader: object) -> bool:
     return length is not None
 
 
+def has_len_all_ranks(dataloader: object, strategy: Any,
+                      allow_zero_length_dataloader_with_multiple_devices: bool = False) -> bool:
+    """Whether `dataloader` has a length, checking with every process of `strategy` that the lengths
+    add up to something.
+
+    All ranks must call it together (it sums the lengths across processes). A total of 0 warns; a
+    local length of 0 while other ranks have batches raises RuntimeError (a rank with nothing to do
+    would hang the others at their first collective), or only warns with
+    `allow_zero_length_dataloader_with_multiple_devices=True`.
+    """
+    import torch
+
+    local = sized_len(dataloader)
+    if local is None:
+        return False
+    name = type(dataloader).__name__
+    # fulmen's strategies sum with all_reduce; a Lightning-style strategy has reduce().
+    reduce = getattr(strategy, "all_reduce", None) or strategy.reduce
+    total = int(reduce(torch.tensor(local, device=strategy.root_device), reduce_op="sum"))
+    if total == 0:
+        rank_zero_warn(f"Total length of `{name}` across ranks is zero. Please make sure this was your intention.")
+    elif local == 0:
+        if not allow_zero_length_dataloader_with_multiple_devices:
+            raise RuntimeError(
+                f"`{name}` has zero length on this rank while other ranks have {total} batches in all. "
+                f"Received: len(dataloader)=0 on rank {getattr(strategy, 'global_rank', 0)}. Fix: make it return at "
+                "least 1 batch on every rank, or pass allow_zero_length_dataloader_with_multiple_devices=True."
+            )
+        rank_zero_warn(f"`{name}` has zero length on this rank, but not across ranks. Be careful with uneven "
+                       "batch counts.")
+    if has_iterable_dataset(dataloader):
+        rank_zero_warn(
+            "Your `IterableDataset` has `__len__` defined. With num_workers > 1 it may be wrong unless each "
+            "worker is configured to read a different part of the data."
+        )
+    return True
+
+
 def _num_cpus_available() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))  # the cores this process may run on, not the machine's

@@ -3,16 +3,19 @@ functions real code calls (`_distributed_is_initialized`, `_sync_ddp_if_availabl
 `_gather_all_tensors`, `_all_gather_ddp_if_available`) and the 1.x `pytorch_lightning.utilities.distributed`
 names (`rank_zero_only`, `sync_ddp_if_available`, `gather_all_tensors`, `distributed_available`, ...).
 
-Each one is a no-op (returns its input) when no process group is initialized.
+Each one is a no-op (returns its input) when no process group is initialized. `DistributedSamplerWrapper`
+shards any sampler's order across the processes, as a `DistributedSampler`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sized
 from contextlib import nullcontext
 from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 from fulmen.utilities.rank_zero import rank_zero_debug, rank_zero_info, rank_zero_only, rank_zero_warn
 
@@ -145,7 +148,64 @@ def _all_gather_ddp_if_available(tensor: Tensor, group: Any = None, sync_grads: 
 all_gather_ddp_if_available = _all_gather_ddp_if_available
 
 
+class _SamplerOrder(Dataset):
+    """A sampler's order as a dataset: item i is the i-th index the sampler gave in its latest pass."""
+
+    def __init__(self, sampler: Sampler | Iterable) -> None:
+        length = len(sampler) if isinstance(sampler, Sized) else None
+        if length is None or length == float("inf"):
+            # TypeError, as Lightning raises here.
+            raise TypeError(
+                "DistributedSamplerWrapper needs a sampler with a finite length, to split it among the processes. "
+                f"Received: sampler={type(sampler).__name__} with len={length}. Fix: give the sampler a __len__, "
+                "or pass use_distributed_sampler=False to the Trainer and shard the data yourself."
+            )
+        self.sampler = sampler
+        self.order: list[Any] | None = None  # drawn on first use: a sampler may be costly or random
+
+    def __len__(self) -> int:
+        return len(self.sampler)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        if self.order is None:
+            self.order = list(self.sampler)
+        return self.order[index]
+
+    def redraw(self) -> None:
+        self.order = list(self.sampler)
+
+
+class DistributedSamplerWrapper(DistributedSampler):
+    """Any sampler, shared among the processes of a run: each rank gets its part of the sampler's order.
+
+    Each epoch the wrapped sampler is drawn once more and its order split as `DistributedSampler`
+    splits a dataset (the same arguments: `num_replicas`, `rank`, `shuffle`, `seed`, `drop_last`; with
+    `shuffle=True` the positions are permuted by seed and epoch, identically on every rank; the last
+    part is padded with repeats unless `drop_last`). Randomness inside the wrapped sampler is its
+    own: keep it seeded alike on every rank. `set_epoch` is passed on to the wrapped sampler.
+
+    >>> from torch.utils.data import WeightedRandomSampler
+    >>> weighted = WeightedRandomSampler([0.1, 0.9, 0.5, 0.5], num_samples=4)
+    >>> len(DistributedSamplerWrapper(weighted, num_replicas=2, rank=0))
+    2
+    """
+
+    def __init__(self, sampler: Sampler | Iterable, *args: Any, **kwargs: Any) -> None:
+        super().__init__(_SamplerOrder(sampler), *args, **kwargs)
+
+    def __iter__(self) -> Iterator:
+        order = self.dataset
+        order.redraw()
+        return (order[position] for position in super().__iter__())
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        inner = self.dataset.sampler
+        if callable(getattr(inner, "set_epoch", None)):
+            inner.set_epoch(epoch)
+
+
 __all__ = [
-    "all_gather_ddp_if_available", "distributed_available", "gather_all_tensors", "is_shared_filesystem", "rank_zero_debug",
+    "DistributedSamplerWrapper", "all_gather_ddp_if_available", "distributed_available", "gather_all_tensors", "is_shared_filesystem", "rank_zero_debug",
     "rank_zero_info", "rank_zero_only", "rank_zero_warn", "sync_ddp", "sync_ddp_if_available",
 ]

@@ -1,6 +1,7 @@
 """Model helpers: `is_overridden` (whether an object's class replaces a method of the Lightning base
 class it derives from) and parameter tying (`find_shared_parameters` / `set_shared_parameters`, Lightning's
-`utilities.parameter_tying`), e.g. to re-tie weights after moving a model to a device that broke the tie.
+`utilities.parameter_tying`), e.g. to re-tie weights after moving a model to a device that broke the tie,
+and `get_torchvision_model` (a torchvision model by name).
 """
 
 from __future__ import annotations
@@ -93,3 +94,18 @@ def set_shared_parameters(module: nn.Module, shared_params: list[list[str]]) -> 
 
 
 __all__ = ["find_shared_parameters", "is_overridden", "set_shared_parameters"]
+
+
+def get_torchvision_model(model_name: str, **kwargs: Any) -> nn.Module:
+    """A torchvision model by name (`get_torchvision_model("resnet18", weights=None)`), built with
+    `kwargs`. Needs torchvision, which fulmen does not install."""
+    try:
+        from torchvision import models
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError(
+            f"get_torchvision_model needs the `torchvision` package, which is not installed. "
+            f"Received: model_name={model_name!r}. Fix: pip install torchvision."
+        ) from None
+    if hasattr(models, "get_model"):  # torchvision >= 0.14
+        return models.get_model(model_name, **kwargs)
+    return getattr(models, model_name)(**kwargs)
