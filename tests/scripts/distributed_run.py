@@ -178,6 +178,8 @@ def main(argv: list[str] | None = None) -> None:
         train = DataLoader(data, batch_size=args.batch_size, shuffle=args.shuffle)
     val = DataLoader(data, batch_size=8)
     trainer.fit(model, train, val, ckpt_path=args.resume)
+    # Read before predict: as in Lightning, each run starts with empty callback_metrics.
+    fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     predictions = trainer.predict(model, DataLoader(data, batch_size=5))  # 64 = 12 * 5 + 4: uneven on purpose
 
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
@@ -189,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
         "world_size": trainer.world_size, "strategy": trainer.strategy.name,
         "seen": model.seen, "epochs_run": trainer.current_epoch, "global_step": trainer.global_step,
         "params": {k: v.detach().cpu().flatten().tolist() for k, v in state.items()},
-        "callback_metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
+        "callback_metrics": fit_metrics,
         "checkpoints": sorted(os.listdir(os.path.join(args.out, "ckpt"))) if os.path.isdir(os.path.join(args.out, "ckpt")) else [],
         "best_model_path": trainer.checkpoint_callback.best_model_path,
         "log_dir": trainer.log_dir,
