@@ -121,10 +121,13 @@ def _is_metric(value: Any) -> bool:
 class Results:
     """Everything `self.log` received during one loop run."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, training: bool = True) -> None:
         self.values: dict[str, LoggedValue] = {}
         self.batch_counter = 0
         self.epoch_end_reached = False
+        # As in Lightning, an evaluation run's step values never reach callback_metrics (nor what
+        # validate/test return): monitors there see epoch values only.
+        self.training = training
 
     def view(self, target: str, *, fresh_only: bool = False) -> dict[str, torch.Tensor]:
         """The values visible to `target` ("callback", "prog_bar" or "logger") right now.
@@ -133,23 +136,31 @@ class Results:
         run is reached. `fresh_only` keeps only step values logged in the current batch.
         """
         out: dict[str, torch.Tensor] = {}
+        step_visible = self.training or target != "callback"
         for name, v in self.values.items():
             if (target == "prog_bar" and not v.prog_bar) or (target == "logger" and not v.logger):
                 continue
             forked = v.on_step and v.on_epoch
             ended = self.epoch_end_reached
             # Loggers get step values only during the run; others keep the latest one afterwards.
-            if v.on_step and v.step_value is not None and not (ended and target == "logger"):
+            if step_visible and v.on_step and v.step_value is not None and not (ended and target == "logger"):
                 if not (fresh_only and v.updated_at != self.batch_counter):
-                    out[f"{name}_step" if forked else name] = v.step_value
+                    out[_forked_name(name, "_step") if forked else name] = v.step_value
                     if forked and target == "callback" and not ended:
                         out[name] = v.step_value
             if ended and v.on_epoch and v.total is not None:
                 value = v.epoch_value()
-                out[f"{name}_epoch" if forked else name] = value
+                out[_forked_name(name, "_epoch") if forked else name] = value
                 if forked and target == "callback":
                     out[name] = value
         return out
+
+
+def _forked_name(name: str, suffix: str) -> str:
+    """`loss` -> `loss_epoch`; with several eval loaders the suffix goes before the loader's, as in
+    Lightning: `loss/dataloader_idx_1` -> `loss_epoch/dataloader_idx_1`."""
+    head, sep, idx = name.partition("/dataloader_idx_")
+    return f"{head}{suffix}{sep}{idx}"
 
 
 def to_float_dict(metrics: dict[str, Any]) -> dict[str, float]:

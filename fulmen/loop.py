@@ -552,7 +552,7 @@ def run_evaluation(trainer: Trainer, stage: RunningStage, log_at: int | None = N
                          "test" if testing else "val")
     previous_stage, previous_results = s.stage, trainer._results
     s.stage = stage
-    results = trainer._results = Results()
+    results = trainer._results = Results(training=False)
     trainer._num_eval_loaders = len(loaders)
     modes = _module_modes(module)
     if stage == RunningStage.VALIDATING and s.fn == "fit" and not _accumulating(trainer):
@@ -585,7 +585,9 @@ def run_evaluation(trainer: Trainer, stage: RunningStage, log_at: int | None = N
     getattr(module, f"on_{name}_model_train")()
     s.stage, trainer._results = previous_stage, previous_results
     trainer._num_eval_loaders = 0
-    return _per_dataloader(to_float_dict(metrics), len(loaders))
+    # What validate/test return (and print) is Lightning's: the epoch values sent to loggers
+    # (`name_epoch` for a value also logged per step; nothing logged with logger=False).
+    return _per_dataloader(to_float_dict(results.view("logger")), len(loaders))
 
 
 def _per_dataloader(metrics: dict[str, float], n: int) -> list[dict[str, float]]:
