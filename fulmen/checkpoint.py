@@ -451,7 +451,8 @@ def checkpoint_candidates(trainer: Trainer) -> list[Path]:
         if dirpath is not None and Path(dirpath).is_dir():
             candidates.update(Path(dirpath).glob("*.ckpt"))
     existing = [p for p in candidates if p.is_file()]
-    return sorted(existing, key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
+    # A `last.ckpt` link shares its target's mtime (stat follows the link): prefer the link, as Lightning reports it.
+    return sorted(existing, key=lambda p: (p.stat().st_mtime_ns, p.is_symlink(), p.name), reverse=True)
 
 
 def newest_intact_checkpoint(candidates: list[Path]) -> tuple[str, dict[str, Any]] | None:
