@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from fulmen.arguments import check_bool, check_int
 from fulmen.errors import MisconfigurationException
+from fulmen.utilities.registry import Registry
 from fulmen.strategies import Strategy, parse_strategy
 from fulmen.strategies.environment import processes_per_node, slurm_detected, torchrun_detected
 
@@ -375,7 +376,7 @@ class XLAAccelerator(Accelerator):
         return "tpu"
 
 
-class _AcceleratorRegistry(dict):
+class _AcceleratorRegistry(Registry):
     """Accelerator names -> {"accelerator": class, "description": str, "init_params": dict}.
 
     `Trainer(accelerator=name)` accepts the names registered here (besides "auto" and "gpu").
@@ -384,40 +385,8 @@ class _AcceleratorRegistry(dict):
     ['cpu', 'cuda', 'mps']
     """
 
-    def register(
-        self, name: str, accelerator: Callable | None = None, description: str = "", override: bool = False,
-        **init_params: Any,
-    ) -> Callable:
-        """Register `accelerator` under `name`; used bare or as a decorator (`@AcceleratorRegistry.register("x")`)."""
-        if not isinstance(name, str):
-            raise TypeError(f"An accelerator's name must be a str. Received: name={name!r}. Fix: e.g. 'my_gpu'.")
-        if name in self and not override:
-            raise MisconfigurationException(
-                f"An accelerator is already registered under this name. Received: name={name!r}. "
-                "Fix: pass override=True to replace it, or choose another name."
-            )
-
-        def do_register(accelerator: Callable) -> Callable:
-            self[name] = {"accelerator": accelerator, "accelerator_name": name, "description": description,
-                          "init_params": init_params}
-            return accelerator
-
-        return do_register if accelerator is None else do_register(accelerator)
-
-    def get(self, name: str, default: Any = None) -> Any:
-        """A new accelerator object for `name`, built with its registered init_params."""
-        if name in self:
-            data = self[name]
-            return data["accelerator"](**data["init_params"])
-        if default is not None:
-            return default
-        raise KeyError(
-            f"No accelerator is registered under this name. Received: name={name!r}. "
-            f"Fix: use one of {sorted(self)}."
-        )
-
-    def remove(self, name: str) -> None:
-        self.pop(name)
+    kind = "accelerator"
+    duplicate_error = MisconfigurationException
 
     def available_accelerators(self) -> set[str]:
         return set(self)

@@ -74,7 +74,7 @@ class SurfaceModule(types.ModuleType):
         return list(names) if names is not None else [n for n in vars(module) if not n.startswith("_")]
 
     def __getattr__(self, name: str) -> Any:
-        names, key = self.__fulmen_names__, self.__fulmen_key__
+        names = self.__fulmen_names__
         if name in names:
             value = _resolve(names[name])
         elif name in self._children():

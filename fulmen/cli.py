@@ -22,6 +22,7 @@ This module is imported only by the `fulmen` command and by scripts that use `Fu
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import importlib
 import inspect
@@ -32,6 +33,8 @@ import types
 import typing
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from fulmen._yaml import _YAML_SPECIALS, dump_yaml, load_yaml
 from fulmen.callbacks.callback import Callback
@@ -520,8 +523,8 @@ def cli_lightning_logo() -> None:
 # `lightning.pytorch.cli` names until LightningCLI itself lands (issue 14): FulmenCLI is fulmen's
 # config-driven CLI, and the type aliases are what Lightning code annotates its arguments with.
 LightningCLI = FulmenCLI
-ArgsType = typing.Optional[typing.Union[list, dict, "argparse.Namespace"]]
-OptimizerCallable = typing.Callable[[typing.Iterable], "torch.optim.Optimizer"]
-LRSchedulerCallable = typing.Callable[["torch.optim.Optimizer"], typing.Any]
+ArgsType = typing.Optional[typing.Union[list[str], dict[str, Any], argparse.Namespace]]
+OptimizerCallable = typing.Callable[[typing.Iterable], torch.optim.Optimizer]
+LRSchedulerCallable = typing.Callable[[torch.optim.Optimizer], Any]
 
 from fulmen.commands import main  # noqa: E402  the `fulmen` command (kept here for `from fulmen.cli import main`)

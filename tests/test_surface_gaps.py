@@ -6,7 +6,6 @@ utilities.compile/deepspeed/migration) and answers at its Lightning path under t
 from __future__ import annotations
 
 import importlib
-import pickle
 import statistics
 import sys
 import types

@@ -8,9 +8,10 @@ ModelParallel) are importable from here and raise a clear error when used (`unsu
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from fulmen.errors import MisconfigurationException
+from fulmen.utilities.registry import Registry
 from fulmen.strategies.ddp import DDPStrategy, DistributedFailure, ParallelStrategy
 from fulmen.strategies.fsdp import FSDPStrategy
 from fulmen.strategies.single import SingleDeviceStrategy, Strategy
@@ -19,44 +20,14 @@ from fulmen.strategies.unsupported import (
 )
 
 
-class _StrategyRegistry(dict):
+class _StrategyRegistry(Registry):
     """Strategy names -> {"strategy": class, "description": str, "init_params": dict}, as Lightning's registry.
 
     >>> StrategyRegistry.get("ddp_spawn").spawns
     True
     """
 
-    def register(
-        self, name: str, strategy: Callable | None = None, description: str = "", override: bool = False,
-        **init_params: Any,
-    ) -> Callable:
-        """Register `strategy` under `name`; used bare or as a decorator (`@StrategyRegistry.register("x")`)."""
-        if not isinstance(name, str):
-            raise TypeError(f"A strategy's name must be a str. Received: name={name!r}. Fix: e.g. 'my_ddp'.")
-        if name in self and not override:
-            raise ValueError(
-                f"A strategy is already registered under this name. Received: name={name!r}. "
-                "Fix: pass override=True to replace it, or choose another name."
-            )
-
-        def do_register(strategy: Callable) -> Callable:
-            self[name] = {"strategy": strategy, "strategy_name": name, "description": description,
-                          "init_params": init_params}
-            return strategy
-
-        return do_register if strategy is None else do_register(strategy)
-
-    def get(self, name: str, default: Any = None) -> Any:
-        """A new strategy object for `name`, built with its registered init_params."""
-        if name in self:
-            data = self[name]
-            return data["strategy"](**data["init_params"])
-        if default is not None:
-            return default
-        raise KeyError(f"No strategy is registered under this name. Received: name={name!r}. Fix: use one of {list(self)}.")
-
-    def remove(self, name: str) -> None:
-        self.pop(name)
+    kind = "strategy"
 
     def available_strategies(self) -> list[str]:
         return list(self)
