@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from fulmen.errors import MisconfigurationException
+from fulmen.state import RunningStage
 
 _REDUCTIONS = {"mean": "mean", "avg": "mean", "sum": "sum", "max": "max", "min": "min"}
 _TORCH_REDUCTIONS = {torch.mean: "mean", torch.sum: "sum", torch.max: "max", torch.min: "min"}
@@ -186,7 +187,8 @@ def log_value(
             f"self.log needs a non-empty string name. Received: name={name!r}. Fix: self.log('train_loss', loss)."
         )
     value = _as_scalar_tensor(name, value, enable_graph)
-    in_step = trainer._in_batch and trainer.state.stage == "train"
+    # `is`, not `==`: the stages are LightningEnums, whose case-insensitive == is a Python call per log
+    in_step = trainer._in_batch and trainer.state.stage is RunningStage.TRAINING
     on_step = in_step if on_step is None else on_step
     on_epoch = (not in_step) if on_epoch is None else on_epoch
     if on_step and not trainer._in_batch:
@@ -199,7 +201,7 @@ def log_value(
             f"self.log({name!r}, on_step=False, on_epoch=False) would log nothing. "
             "Fix: set on_step=True and/or on_epoch=True."
         )
-    if add_dataloader_idx and trainer._num_eval_loaders > 1 and trainer.state.stage != "train":
+    if add_dataloader_idx and trainer._num_eval_loaders > 1 and trainer.state.stage is not RunningStage.TRAINING:
         name = f"{name}/dataloader_idx_{trainer._dataloader_idx}"
     fx = parse_reduce_fx(name, reduce_fx)
     entry = results.values.get(name)
