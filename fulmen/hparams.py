@@ -131,6 +131,8 @@ def _plain(value: Any, path: tuple, types: dict) -> Any:
     if isinstance(value, Enum):
         _note(types, path, "enum", value)
         return _plain(value.value, path, types)
+    if type(value).__module__ == "numpy" and getattr(value, "shape", None) == ():
+        return value.item()  # a numpy scalar (np.float64, np.int64, np.bool_): the Python number, not its text
     if isinstance(value, PurePath):
         _note(types, path, "path", value)
         return str(value)

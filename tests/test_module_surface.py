@@ -154,6 +154,17 @@ def test_dataclasses_namespaces_paths_and_dtypes_come_back_as_they_were(tmp_path
     assert loaded.hparams.root == Path("/data") and loaded.hparams.dtype is torch.float64
 
 
+def test_numpy_scalars_come_back_as_numbers_not_text(tmp_path):
+    # e.g. a size from np.int64 arithmetic or a weight from np.linspace: a number, as the model needs it
+    np = pytest.importorskip("numpy")
+    _, _, path = fitted(tmp_path, Net(sizes=(np.int64(3), 1), nested={"w": np.float64(0.25), "on": np.bool_(True)}))
+    stored = torch.load(path, weights_only=True)["hyper_parameters"]
+    assert stored["sizes"] == (3, 1) and type(stored["sizes"][0]) is int
+    assert stored["nested"] == {"w": 0.25, "on": True} and type(stored["nested"]["w"]) is float
+    loaded = Net.load_from_checkpoint(path)
+    assert loaded.hparams.nested["w"] == 0.25 and type(loaded.hparams.sizes[0]) is int
+
+
 def test_a_single_saved_object_is_passed_back_as_its_argument(tmp_path):
     class FromConfig(Net):
         def __init__(self, config: dict):
