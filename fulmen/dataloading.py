@@ -434,7 +434,8 @@ class _InnerStarts:
         self.combined = combined
         n = len(combined.flattened)
         # Per loader: the last two (batch index, state) records; two, because on CUDA the next
-        # batch is prefetched, so a loader may have started over for a batch not trained on yet.
+        # batch is prefetched, so a loader may have started over for a batch not trained on yet
+        # (a loader of one batch starts over at every batch).
         self.records: list[list[tuple[int, dict[str, Any]]]] = [[] for _ in range(n)]
         self.first_restart: list[int | None] = [None] * n  # batch index at which each loader first started over
         self.pending = dict(enumerate(resume["loaders"])) if resume is not None else {}
@@ -463,9 +464,11 @@ class _InnerStarts:
             return None  # nothing drawn yet: a resumed epoch starts afresh
         loaders = []
         for records in self.records:
-            at, state = next(((at, state) for at, state in reversed(records) if at < batches_done), records[0])
+            # A start at `batches_done` itself (for a prefetched batch, on CUDA) drew its order before
+            # the checkpoint's random state: the resumed run starts the loader from it, skipping nothing.
+            at, state = next(((at, state) for at, state in reversed(records) if at <= batches_done), records[0])
             loaders.append({"state": state, "skip": batches_done - at})
-        restarts = [r if r is not None and r < batches_done else None for r in self.first_restart]
+        restarts = [r if r is not None and r <= batches_done else None for r in self.first_restart]
         return {"loaders": loaders, "first_restart": restarts}
 
 

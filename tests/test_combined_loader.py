@@ -193,3 +193,43 @@ def test_distributed_training_loaders_are_shuffled_and_evaluation_loaders_keep_t
                          default_root_dir=tmp_path, enable_progress_bar=False)
     assert overfit._prepare_loader(DataLoader(ds, batch_size=2, shuffle=True), train=True).sampler.shuffle is False
     assert isinstance(DataLoader(ds, shuffle=True).sampler, RandomSampler)
+
+
+def test_a_loader_started_over_for_a_prefetched_batch_resumes_from_that_start():
+    # On CUDA the loop draws batch k+1 before it trains on batch k, so a loader may start over (its
+    # order drawn from the global generator) before the checkpoint after batch k is taken: the
+    # resumed run must start it from that same state, not draw a new order from the checkpoint's.
+    from types import SimpleNamespace
+
+    from fulmen.dataloading import _combined_epoch_batches
+    from fulmen.seed import rng_state_dict
+
+    def pair():
+        return {"a": data(2, 0, shuffle=True), "b": data(5, 100, shuffle=True)}
+
+    def values(item):
+        return item[0], {k: v[0].tolist() for k, v in item[1].items()}
+
+    torch.manual_seed(0)
+    combined = CombinedLoader(pair(), "max_size_cycle")
+    trainer = SimpleNamespace(state=SimpleNamespace(batches_done=0), _resume=None, _epoch_start=None)
+    batches = _combined_epoch_batches(trainer, combined, None)
+    seen = [values(next(batches)), values(next(batches))]
+    torch.rand(3)  # the step on batch 0
+    seen.append(values(next(batches)))  # batch 2, prefetched: "a" starts over
+    torch.rand(3)  # the step on batch 1; then the checkpoint after it
+    resume = {"rng": rng_state_dict(), "loader": {"combined": combined._start.position(2)}}
+    seen.append(values(next(batches)))
+    torch.rand(3)
+    seen.append(values(next(batches)))
+    after = torch.rand(3)
+
+    torch.manual_seed(99)
+    resumed = CombinedLoader(pair(), "max_size_cycle")
+    trainer = SimpleNamespace(state=SimpleNamespace(batches_done=2), _resume=resume, _epoch_start=None)
+    batches = _combined_epoch_batches(trainer, resumed, None)
+    got = [values(next(batches)), values(next(batches))]
+    torch.rand(3)
+    got.append(values(next(batches)))
+    assert got == seen[2:]
+    assert torch.equal(torch.rand(3), after)
