@@ -92,8 +92,8 @@ class SurfaceModule(types.ModuleType):
     def _missing(self, name: str) -> str:
         planned = surface.PLANNED.get(f"{self.__fulmen_key__}.{name}")
         return (f"module {self.__name__!r} has no attribute {name!r}: "
-                + (planned or "fulmen does not provide this part of Lightning's API "
-                   "(see README, 'Run your Lightning project on fulmen')."))
+                + (planned or f"fulmen does not provide this part of Lightning's API. Received: {self.__name__}.{name}. "
+                   "Fix: see README, 'Run your Lightning project on fulmen', for what is provided."))
 
     def __dir__(self) -> list[str]:
         names = set(self.__fulmen_names__) - {"*"}
@@ -140,7 +140,7 @@ class LightningFinder:
             raise ModuleNotFoundError(
                 f"No module named {fullname!r} under fulmen's Lightning alias: fulmen provides Lightning's "
                 "public API, not this module (Lightning internals such as trainer.connectors and the loop "
-                "classes are out of scope). Fix: import the public name (see README, 'Run your Lightning "
+                f"classes are out of scope). Received: import {fullname}. Fix: import the public name (see README, 'Run your Lightning "
                 "project on fulmen'), or run this project on Lightning itself.",
                 name=fullname,
             )
@@ -264,7 +264,8 @@ def run(argv: list[str]) -> int:
         command = [sys.executable, script, *argv[1:]]
     real = _real_lightning_imported()
     if real is not None:  # only when run() is called from inside a program that imported Lightning
-        raise AliasError(f"fulmen run: the real Lightning ({real}) is already imported in this process.")
+        raise AliasError(f"fulmen run: the real Lightning is already imported in this process. Received: {real} in "
+                         "sys.modules. Fix: call fulmen.alias.run() before anything imports Lightning.")
     install()
     sys.stdout.flush()
     sys.stderr.flush()
