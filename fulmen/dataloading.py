@@ -96,7 +96,7 @@ def load_train_dataloader(trainer: Trainer) -> None:
     collection of (prepared) loaders. The CombinedLoader itself is `trainer._combined_loader`.
     """
     source = _train_source(trainer)
-    if source is None or (isinstance(source, (list, tuple, Mapping)) and not _flatten(source)[0]):
+    if source is None or (isinstance(source, (list, tuple, Mapping)) and not source):  # e.g. fit(model, [])
         raise MisconfigurationException(
             "fit found no training data. Received: train_dataloaders=None, no datamodule.train_dataloader() and "
             "no model.train_dataloader(). Fix: trainer.fit(model, train_dataloaders=DataLoader(dataset, ...))."

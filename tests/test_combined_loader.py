@@ -233,3 +233,9 @@ def test_a_loader_started_over_for_a_prefetched_batch_resumes_from_that_start():
     got.append(values(next(batches)))
     assert got == seen[2:]
     assert torch.equal(torch.rand(3), after)
+
+
+@pytest.mark.parametrize("empty", [[], {}, ()])
+def test_an_empty_list_or_dict_of_training_loaders_is_no_training_data(tmp_path, empty):
+    with pytest.raises(MisconfigurationException, match="fit found no training data"):
+        quiet_trainer(tmp_path, max_epochs=1).fit(Recorder(), empty)
