@@ -1098,11 +1098,14 @@ class Trainer:
 
     def _log_metrics(self, metrics: dict[str, torch.Tensor], step: int) -> None:
         """Send metrics to every logger (the one place logged tensors become floats)."""
-        # As in Lightning, logged_metrics stays empty without a logger; loggers write on rank 0 only.
-        if not metrics or not self.loggers or not self.is_global_zero:
+        if not metrics:
             return
         values: dict[str, Any] = to_float_dict(metrics)
+        # As in Lightning, logged_metrics holds the values also without a logger (on every rank);
+        # loggers write on rank 0 only.
         self._logged_metrics.update(values)
+        if not self.loggers or not self.is_global_zero:
+            return
         # As in Lightning: loggers also get the epoch (an int, so CSV shows "1", not "1.0"),
         # but logged_metrics holds only what the module logged.
         values.setdefault("epoch", self.state.epoch)

@@ -443,3 +443,31 @@ def test_batch_size_search_guards(tmp_path):
     ddp = quiet_trainer(tmp_path, strategy="ddp", devices=2, max_epochs=1)
     with pytest.raises(MisconfigurationException, match=r"batch size search runs in one process.*world_size=2"):
         Tuner(ddp).scale_batch_size(_BatchModel())
+
+
+def test_logged_metrics_are_filled_without_a_logger_as_in_lightning():
+    """Lightning keeps `logged_metrics` also when no logger is attached (step and epoch values)."""
+    class Logged(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            loss = self.layer(batch[0]).pow(2).mean()
+            self.log("train_loss", loss)
+            self.log("both", loss, on_epoch=True)
+            return loss
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", self.layer(batch[0]).pow(2).mean())
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 2)), batch_size=2)
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, log_every_n_steps=1, accelerator="cpu")
+    trainer.fit(Logged(), data, data)
+    assert sorted(trainer.logged_metrics) == ["both_epoch", "both_step", "train_loss", "val_loss"]
+    trainer.validate(trainer.lightning_module, data, verbose=False)
+    assert sorted(trainer.logged_metrics) == ["val_loss"]
