@@ -964,7 +964,7 @@ class Trainer:
         for metrics in (self._callback_metrics, self._progress_bar_metrics, self._logged_metrics):
             metrics.clear()
         if fn == TrainerFn.FITTING:
-            loop.check_training_step(model)  # a 1.x optimizer_idx step: Lightning's error before configure_optimizers's
+            loop.check_training_step(model)  # a 1.x optimizer_idx step: Lightning's error (raised here, before any work)
             optimizers, self.lr_scheduler_configs = parse_optimizers(model.configure_optimizers())
             if model.automatic_optimization and len(optimizers) > 1:
                 raise MisconfigurationException(
