@@ -513,6 +513,14 @@ def restore_training_state(trainer: Trainer, checkpoint: dict[str, Any], path: s
         s.load_state_dict(foreign_resume_point(checkpoint))
     if s.epoch_finished:
         s.epoch, s.batches_done, s.epoch_finished = s.epoch + 1, 0, False
+    # As in Lightning: resuming past max_epochs is a mistake, not a fit that trains nothing
+    # (equal is fine: that run simply finished).
+    if trainer.max_epochs not in (-1, None) and s.epoch > trainer.max_epochs:
+        raise MisconfigurationException(
+            f"You restored a checkpoint with current_epoch={s.epoch}, but you have set "
+            f"Trainer(max_epochs={trainer.max_epochs}). Received: ckpt_path={path!r}. "
+            f"Fix: set max_epochs to at least {s.epoch}, or fit without ckpt_path."
+        )
 
 
 def foreign_resume_point(checkpoint: dict[str, Any]) -> dict[str, Any]:

@@ -91,10 +91,29 @@ def has_len(loader: Any) -> bool:
     return True
 
 
+def note_one_or_all(name: str, value: int | float | None) -> None:
+    """Say which of the two meanings a value of 1 took: the int 1 is one batch, the float 1.0 is all
+    of them. As in Lightning, only for a value the user passed (None is the default)."""
+    if isinstance(value, bool) or value != 1:
+        return
+    from fulmen.utilities.rank_zero import rank_zero_info
+
+    if isinstance(value, int):
+        meaning = {"limit_train_batches": "1 batch per epoch will be used",
+                   "val_check_interval": "validation will run after every batch"}.get(name, "1 batch will be used")
+        rank_zero_info(f"`Trainer({name}=1)` was configured so {meaning}.")
+    elif isinstance(value, float):
+        meaning = {"limit_train_batches": "100% of the batches per epoch will be used",
+                   "val_check_interval": "validation will run at the end of the training epoch"}.get(
+            name, "100% of the batches will be used")
+        rank_zero_info(f"`Trainer({name}=1.0)` was configured so {meaning}.")
+
+
 def check_limit(name: str, value: int | float | None) -> int | float:
     """Validate a `limit_*_batches`-style argument: an int count or a fraction in [0, 1]."""
     if value is None:
         return 1.0
+    note_one_or_all(name, value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise MisconfigurationException(
             f"`{name}` must be an int (number of batches) or a float in [0.0, 1.0] (fraction). "

@@ -151,9 +151,11 @@ def compute_val_check_batch(trainer: Trainer) -> None:
     interval, n = trainer.val_check_interval, trainer.num_training_batches
     if isinstance(interval, int):
         if trainer.check_val_every_n_epoch is not None and n != float("inf") and interval > n:
-            raise MisconfigurationException(
-                f"val_check_interval ({interval}) is larger than the number of training batches ({n}), so "
-                f"validation would never run. Received: val_check_interval={interval}. Fix: use a value <= {n}, "
+            # ValueError, as Lightning raises here (code catches it by that type).
+            raise ValueError(
+                f"`val_check_interval` ({interval}) must be less than or equal to the number of the training "
+                f"batches ({n}), or validation would never run. Received: val_check_interval={interval}. "
+                f"Fix: use a value <= {n}, "
                 "set check_val_every_n_epoch=None to count batches across epochs, or limit_val_batches=0 to "
                 "disable validation."
             )

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from torch.utils.data import DataLoader, Dataset, IterableDataset  # module-level: code patches datamodule.DataLoader
+
 from fulmen.hparams import HyperparametersMixin
 from fulmen.module_hooks import DataHooks
 
@@ -66,8 +68,6 @@ class LightningDataModule(DataHooks, HyperparametersMixin):
             >>> [len(b[0]) for b in dm.train_dataloader()]
             [4, 2]
         """
-        from torch.utils.data import DataLoader, Dataset, IterableDataset
-
         def loaders(datasets: Any, shuffle: bool) -> Any:
             if isinstance(datasets, Dataset):
                 shuffle = shuffle and not isinstance(datasets, IterableDataset)

@@ -25,7 +25,10 @@ _STEP_HOOKS = (
 
 
 def is_overridden(name: str, instance: object, parent: type) -> bool:
-    """True when `instance`'s class defines `name` differently from `parent`."""
+    """True when `instance`'s class defines `name` differently from `parent`. A hook set to None on
+    the instance (`model.validation_step = None`, Lightning's way to switch a step off) is not."""
+    if getattr(instance, "__dict__", {}).get(name, 0) is None:
+        return False
     method = getattr(type(instance), name, None)
     return method is not None and method is not getattr(parent, name, None)
 

@@ -106,7 +106,7 @@ def _fit_done(trainer: Trainer) -> bool:
             f"should_stop was set, but min_epochs={trainer.min_epochs} / min_steps={trainer.min_steps} "
             "are not reached yet: training continues."
         )
-        s.should_stop = False
+        # should_stop stays set, as in Lightning: the epoch then ends at the batch that reaches min_steps.
     return False
 
 

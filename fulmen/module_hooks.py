@@ -176,6 +176,7 @@ class CheckpointHooks:
 
 def _no_loader(owner: object, method: str) -> str:
     return (
-        f"{type(owner).__name__}.{method}() was called but is not defined. Received: the default {method}. "
+        f"`{method}` must be implemented to be used with the Trainer: {type(owner).__name__}.{method}() was "
+        f"called but is not defined. Received: the default {method}. "
         f"Fix: define `def {method}(self): return DataLoader(...)`, or pass the data to the Trainer method."
     )

@@ -31,7 +31,7 @@ from fulmen.callbacks.callback import Callback
 from fulmen.checkpoint import (
     checkpoint_dict, resolve_ckpt_path, restore_modules, restore_training_state, wait_for_checkpoints,
 )
-from fulmen.data import check_limit, extract_batch_size, move_to_device
+from fulmen.data import check_limit, extract_batch_size, move_to_device, note_one_or_all
 from fulmen.dataloading import one_or_list
 from fulmen.datamodule import LightningDataModule
 from fulmen.errors import MisconfigurationException, warn_once
@@ -200,6 +200,7 @@ class Trainer:
         self.overfit_batches = check_limit("overfit_batches", overfit_batches)
         if self.overfit_batches:
             self.limit_train_batches = self.limit_val_batches = self.overfit_batches
+        note_one_or_all("val_check_interval", val_check_interval)
         if val_check_interval is None:
             val_check_interval = 1.0
         if isinstance(val_check_interval, bool) or not isinstance(val_check_interval, (int, float)) or (
@@ -593,8 +594,9 @@ class Trainer:
 
     @property
     def callback_metrics(self) -> dict[str, torch.Tensor]:
-        """Latest value of every logged metric (tensors), as monitoring callbacks see them."""
-        metrics = dict(self._callback_metrics)
+        """Latest value of every logged metric (tensors), as monitoring callbacks see them. As in
+        Lightning this is the trainer's own dict: a value written into it is what callbacks then read."""
+        metrics = self._callback_metrics
         for results in (self._train_results, self._results):
             if results is not None:
                 metrics.update(results.view("callback"))

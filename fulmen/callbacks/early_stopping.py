@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from enum import Enum
 from typing import Any
 
@@ -9,6 +10,15 @@ import torch
 
 from fulmen.callbacks.monitor import MonitorCallback
 from fulmen.errors import MisconfigurationException
+from fulmen.utilities.rank_zero import rank_prefixed_message
+
+# `verbose` messages go here (Lightning's module logger name `log`; code patches `...early_stopping.log`).
+# Shown at INFO when the program configured no logging of its own, as fulmen's rank_zero_info is.
+log = logging.getLogger(__name__)
+log.setLevel(logging.INFO)
+if not logging.getLogger().hasHandlers():
+    log.addHandler(logging.StreamHandler())
+    log.propagate = False
 
 
 class EarlyStoppingReason(Enum):
@@ -96,17 +106,18 @@ class EarlyStopping(MonitorCallback):
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         if self._check_on_train_epoch_end and not self._should_skip(trainer):
-            self._check(trainer)
+            self._run_early_stopping_check(trainer)
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if not self._check_on_train_epoch_end and not self._should_skip(trainer):
-            self._check(trainer)
+            self._run_early_stopping_check(trainer)
 
-    def _check(self, trainer: Any) -> None:
+    # The check and the rules keep Lightning's method names: subclasses and tests override or patch them.
+    def _run_early_stopping_check(self, trainer: Any) -> None:
         current = self.monitored_value(trainer)
         if current is None:
             return
-        should_stop, reason = self._evaluate(current)
+        should_stop, reason = self._evaluate_stopping_criteria(current)
         # As in Lightning: with several processes, one rank's decision to stop is everyone's.
         should_stop = trainer.strategy.reduce_boolean_decision(should_stop, all=False)
         trainer.should_stop = trainer.should_stop or should_stop
@@ -114,9 +125,17 @@ class EarlyStopping(MonitorCallback):
             self.stopped_epoch = trainer.current_epoch
             self.stopping_reason_message = reason
         if reason and self.verbose:
-            print(reason)
+            self._log_info(trainer, reason, self.log_rank_zero_only)
 
-    def _evaluate(self, current: torch.Tensor) -> tuple[bool, str | None]:
+    @staticmethod
+    def _log_info(trainer: Any, message: str, log_rank_zero_only: bool) -> None:
+        """Log `message` at INFO, prefixed with the rank when several processes run; with
+        `log_rank_zero_only`, only rank 0 logs it."""
+        rank = trainer.global_rank if trainer.world_size > 1 else None
+        if rank is None or not log_rank_zero_only or rank == 0:
+            log.info(rank_prefixed_message(message, rank))
+
+    def _evaluate_stopping_criteria(self, current: torch.Tensor) -> tuple[bool, str | None]:
         name = self.monitor
         if self.check_finite and not torch.isfinite(current):
             self.stopping_reason = EarlyStoppingReason.NON_FINITE_METRIC

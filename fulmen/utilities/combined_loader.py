@@ -98,7 +98,13 @@ class _ModeIterator(Iterator):
     """One pass over the flat list of iterables; `start(i)` makes inner iterator i (plain `iter`
     unless the training loop records or resumes it)."""
 
-    def __init__(self, iterables: list[Any], limits: list[int | float] | None, start: Callable[[int], Iterator] | None):
+    def __init__(self, iterables: list[Any], limits: list[int | float] | None = None,
+                 start: Callable[[int], Iterator] | None = None):
+        if limits is not None and len(limits) != len(iterables):
+            raise ValueError(
+                f"The number of limits ({len(limits)}) and number of iterables ({len(iterables)}) differ. "
+                f"Received: limits={limits!r}. Fix: give one limit per iterable, or limits=None."
+            )
         self.iterables, self.limits = iterables, limits
         self.start = start if start is not None else (lambda i: iter(self.iterables[i]))
         self.iterators: list[Iterator | None] = [None] * len(iterables)
@@ -153,6 +159,11 @@ class _MaxSizeCycle(_ModeIterator):
         if self.limits is not None:
             return max(min(n, limit) for n, limit in zip(lengths, self.limits))  # type: ignore[return-value]
         return max(lengths)  # type: ignore[return-value]
+
+    @property
+    def _consumed(self) -> list[bool]:
+        # Lightning's name for which iterables have run out at least once (its tests read it).
+        return self.consumed
 
     def reset(self) -> None:
         super().reset()
@@ -211,6 +222,10 @@ _MODES: dict[str, tuple[type[_ModeIterator], Callable[[list[int]], int]]] = {
     "max_size": (_MaxSize, max),
     "sequential": (_Sequential, sum),
 }
+# The same table under Lightning's name and shape: mode -> {"fn": combine lengths, "iterator": class}.
+_SUPPORTED_MODES: dict[str, dict[str, Any]] = {
+    mode: {"fn": fn, "iterator": cls} for mode, (cls, fn) in _MODES.items()
+}
 
 
 class CombinedLoader(Iterable):
@@ -228,7 +243,7 @@ class CombinedLoader(Iterable):
     def __init__(self, iterables: Any, mode: _Mode = "min_size") -> None:
         if mode not in _MODES:
             raise ValueError(
-                f"CombinedLoader does not know the mode {mode!r}. Received: mode={mode!r}. "
+                f"Unsupported mode {mode!r}: CombinedLoader has four modes. Received: mode={mode!r}. "
                 f"Fix: use one of {list(_MODES)}."
             )
         self._iterables = iterables
@@ -253,6 +268,7 @@ class CombinedLoader(Iterable):
     def flattened(self, flattened: list[Any]) -> None:
         if len(flattened) != len(self._flattened):
             raise ValueError(
+                f"Mismatch in flattened length ({len(flattened)}) and existing length ({len(self._flattened)}): "
                 f"CombinedLoader.flattened must keep its length. Received: {len(flattened)} iterables for "
                 f"{len(self._flattened)}. Fix: replace the iterables one for one."
             )
