@@ -673,3 +673,23 @@ def test_timer_duration_is_parsed_as_trainer_max_time_is():
     assert Timer(duration="1:2:3:4")._duration == 93784  # the same forms Trainer(max_time=...) accepts
     with pytest.raises(MisconfigurationException, match=r"`duration` must be 'DD:HH:MM:SS'.*Received: duration='1 hour'"):
         Timer(duration="1 hour")
+
+
+def test_swa_batch_norm_pass_reads_several_training_loaders_and_a_step_without_batch_idx(tmp_path):
+    """With a dict of training loaders the batch-norm pass gets the combined batches, as training_step does."""
+    class TwoLoaders(Regressor):
+        def training_step(self, batch):  # no batch_idx, a dict of two batches
+            return sum(super(TwoLoaders, self).training_step(part, 0) for part in batch.values())
+
+    torch.manual_seed(0)
+    model = TwoLoaders(hidden=3, batch_norm=True)
+    a, b = loader(n=16), loader(n=8, seed=1)
+    trainer = quiet_trainer(tmp_path, callbacks=[StochasticWeightAveraging(swa_lrs=0.01, swa_epoch_start=1)],
+                            max_epochs=2)
+    trainer.fit(model, {"a": a, "b": b})
+    # max_size_cycle: 4 combined batches, all of a and b read twice; momentum=None makes the running
+    # mean the plain average of the 8 batch means the pass saw.
+    with torch.no_grad():
+        batch_means = [model.net[0](x).mean(0) for pair in zip(a, list(b) * 2) for x, _ in pair]
+    torch.testing.assert_close(model.net[1].running_mean, torch.stack(batch_means).mean(0))
+    assert model.training

@@ -195,12 +195,19 @@ class StochasticWeightAveraging(Callback):
         pl_module.train()
         limit = trainer.num_training_batches
         stop = None if limit == float("inf") else int(limit)
+        # The batches training_step receives: with several training loaders, the CombinedLoader's
+        # combined batches (trainer.train_dataloader is then the dict or list of loaders).
+        combined = trainer._combined_loader
+        if combined is not None:
+            batches = ((batch, i) for batch, i, _ in combined)
+        else:
+            batches = ((batch, i) for i, batch in enumerate(trainer.train_dataloader))
         results, trainer._results = trainer._results, Results()  # whatever training_step logs is dropped
         try:
             with torch.no_grad():
-                for batch_idx, batch in enumerate(itertools.islice(trainer.train_dataloader, stop)):
-                    with trainer._precision.forward_context():
-                        pl_module.training_step(trainer._to_device(batch, 0), batch_idx)
+                for batch, batch_idx in itertools.islice(batches, stop):
+                    # the step as the loop calls it: the arguments it takes, autocast, the strategy's wrapper
+                    trainer._training_step(trainer._to_device(batch, 0), batch_idx)
         finally:
             trainer._results = results
             for m, momentum in momenta.items():
