@@ -47,11 +47,14 @@ from typing import IO, TYPE_CHECKING, Any
 import torch
 
 from fulmen.__about__ import __version__
+from fulmen._fs import temp_file_beside
 from fulmen.dataloading import train_position
 from fulmen.errors import MisconfigurationException, warn_once
 from fulmen.hparams import checkpoint_entries
+from fulmen.loggers.base import _VersionedDirLogger
 from fulmen.seed import rng_state_dict
 from fulmen.state import TrainerFn
+from fulmen.utilities.rank_zero import rank_zero_info
 
 if TYPE_CHECKING:  # trainer.py imports this module, so only the type checker may import it back
     from fulmen.trainer import Trainer
@@ -70,7 +73,7 @@ def atomic_save(obj: Any, path: str | Path, background: bool = False) -> None:
     wait_for_checkpoints()  # checkpoints land in the order they were saved
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_file_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f if background else _EarlyWriteback(f))
@@ -369,7 +372,7 @@ def checkpoint_dict(trainer: Trainer, weights_only: bool = False) -> dict[str, A
         "global_step": s.global_step,
         "fulmen_version": __version__,
         "state_dict": strategy.model_state_dict(module),
-        "resume": s.state_dict(),
+        "resume": {**s.state_dict(), "run": run_record(trainer)},
     }
     if trainer.state.fn == "fit" and trainer.train_dataloader is not None:
         # Exact resume: the random state now and at the start of the epoch (which decided its data
@@ -419,18 +422,41 @@ def resolve_ckpt_path(trainer: Trainer, fn: TrainerFn, ckpt_path: Any) -> tuple[
             )
         return best, None
     if ckpt_path == "last":
+        module = class_path(trainer.lightning_module)
         candidates = checkpoint_candidates(trainer)
-        found = newest_intact_checkpoint(candidates)
+        found = newest_intact_checkpoint(candidates, module)
         if found is None:
-            what = f"no intact checkpoint among the {len(candidates)} found" if candidates else "no checkpoint found"
+            what = f"no intact checkpoint of {module} among the {len(candidates)} found" if candidates else "no checkpoint found"
             if fn == TrainerFn.FITTING:
                 warn_once(f'ckpt_path="last": {what} for this run; starting from scratch.')
                 return None, None
             raise MisconfigurationException(
                 f'ckpt_path="last" found {what}. Received: ckpt_path="last". Fix: pass a checkpoint path.'
             )
+        if fn == TrainerFn.FITTING:
+            continue_logs(trainer, *found)
         return found
     return str(ckpt_path), None
+
+
+# --- "last": which run is this one, and where are its checkpoints --------------------------
+# `fit(ckpt_path="last")` resumes the newest intact checkpoint of *this run*, and the resumed run
+# logs on in the same log directory. A run is identified by where its checkpoints go and what it
+# trains: the ModelCheckpoints' `dirpath`, or without one the first logger's `save_dir/name`
+# (from `default_root_dir`) in any of its `version_N` folders; and the LightningModule's class.
+# So running the same command again resumes it, while another script sharing the folder with
+# another module starts its own run.
+def run_record(trainer: Trainer) -> dict[str, Any]:
+    """What identifies the run in its checkpoints: the module's class and each versioned logger's
+    directory and version."""
+    return {
+        "module": class_path(trainer.lightning_module),
+        "loggers": [[os.path.abspath(lg.root_dir), lg.version] for lg in trainer.loggers if isinstance(lg, _VersionedDirLogger)],
+    }
+
+
+def class_path(obj: Any) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
 
 
 def checkpoint_dir(trainer: Trainer) -> str:
@@ -447,23 +473,72 @@ def checkpoint_candidates(trainer: Trainer) -> list[Path]:
     for cb in trainer.checkpoint_callbacks:
         if getattr(cb, "last_model_path", ""):
             candidates.add(Path(cb.last_model_path))
-        dirpath = cb.resolve_dirpath(trainer) if hasattr(cb, "resolve_dirpath") else None
-        if dirpath is not None and Path(dirpath).is_dir():
-            candidates.update(Path(dirpath).glob("*.ckpt"))
+        for dirpath in _checkpoint_dirs(trainer, cb):
+            if Path(dirpath).is_dir():
+                candidates.update(Path(dirpath).glob("*.ckpt"))
     existing = [p for p in candidates if p.is_file()]
     # A `last.ckpt` link shares its target's mtime (stat follows the link): prefer the link, as Lightning reports it.
     return sorted(existing, key=lambda p: (p.stat().st_mtime_ns, p.is_symlink(), p.name), reverse=True)
 
 
-def newest_intact_checkpoint(candidates: list[Path]) -> tuple[str, dict[str, Any]] | None:
-    """The first of `candidates` that reads back whole, with its contents; a damaged one is skipped
-    with a warning that names it and says why (e.g. a file truncated by a full disk)."""
+def _checkpoint_dirs(trainer: Trainer, callback: Any) -> list[str]:
+    """Where `callback` saves, or saved in an earlier run of the same command: without a `dirpath`
+    it saves into the first logger's log directory, and before this run's version is decided
+    (looking must not decide it) that may be any of the `version_N` folders."""
+    if not hasattr(callback, "resolve_dirpath"):
+        return []
+    logger = trainer.loggers[0] if trainer.loggers else None
+    if getattr(callback, "dirpath", None) is None and isinstance(logger, _VersionedDirLogger) and logger._version is None:
+        return [os.path.join(logger.log_dir_of(v), "checkpoints") for v in logger.existing_versions()]
+    return [callback.resolve_dirpath(trainer)]
+
+
+def newest_intact_checkpoint(candidates: list[Path], module: str | None = None) -> tuple[str, dict[str, Any]] | None:
+    """The first of `candidates` that reads back whole (with its contents) and, when `module` is
+    given, was saved by a module of that class (a checkpoint fulmen did not write is taken as
+    it is). A damaged one is skipped with a warning that names it and says why (e.g. a file
+    truncated by a full disk)."""
     for path in candidates:
         try:
-            return str(path), load_checkpoint(path, map_location="cpu")
+            checkpoint = load_checkpoint(path, map_location="cpu")
         except CheckpointError as err:
             reason = str(err).split(" Fix: ")[0]
             warn_once(f'ckpt_path="last" skips {path}: {reason} Falling back to the next newest checkpoint.')
+            continue
+        saved_by = ((checkpoint.get("resume") or {}).get("run") or {}).get("module")
+        if module is None or saved_by in (None, module):
+            return str(path), checkpoint
+    return None
+
+
+def continue_logs(trainer: Trainer, path: str, checkpoint: dict[str, Any]) -> None:
+    """Point the loggers at the version folders the checkpoint's run logged into, from its resume
+    step on (see `_VersionedDirLogger.continue_at`). A logger whose version the user chose keeps
+    it, and continues only when it is that same folder."""
+    record = (checkpoint.get("resume") or {}).get("run") or {}
+    versions = {root: version for root, version in record.get("loggers", [])}
+    resume_point = checkpoint.get("resume") or foreign_resume_point(checkpoint)
+    step = int(resume_point.get("log_step", checkpoint.get("global_step", 0)))
+    for i, logger in enumerate(trainer.loggers):
+        if not isinstance(logger, _VersionedDirLogger):
+            continue
+        version = versions.get(os.path.abspath(logger.root_dir))
+        if version is None and i == 0 and not record:  # e.g. Lightning's: the folder it lies in tells
+            version = _version_holding(logger, path)
+        if version is None:
+            continue
+        if logger._version is None:
+            logger._version = version
+        if logger.version == version:
+            logger.continue_at(step)
+
+
+def _version_holding(logger: _VersionedDirLogger, path: str) -> int | None:
+    """The N of the `version_N` folder of `logger` that `path` lies in, if any."""
+    path = os.path.abspath(path)
+    for version in logger.existing_versions():
+        if path.startswith(os.path.abspath(logger.log_dir_of(version)) + os.sep):
+            return version
     return None
 
 
@@ -521,6 +596,7 @@ def restore_training_state(trainer: Trainer, checkpoint: dict[str, Any], path: s
             f"Trainer(max_epochs={trainer.max_epochs}). Received: ckpt_path={path!r}. "
             f"Fix: set max_epochs to at least {s.epoch}, or fit without ckpt_path."
         )
+    rank_zero_info(f"Resumed from {path} at epoch {s.epoch}, step {s.global_step}.")
 
 
 def foreign_resume_point(checkpoint: dict[str, Any]) -> dict[str, Any]:

@@ -934,6 +934,9 @@ class Trainer:
             # trainer.estimated_stepping_batches, which loads the training data early.
             self._fit_data, self.train_dataloader = data, None
         self._merge_model_callbacks(model)
+        # Found before the callbacks' setup decides the run's log directory: a run resumed from
+        # "last" logs on in the version folder of the checkpoint it found (fulmen/checkpoint.py).
+        self._ckpt_path, checkpoint = resolve_ckpt_path(self, fn, ckpt_path)
         if datamodule is not None:
             datamodule.prepare_data()
         model.prepare_data()
@@ -959,7 +962,6 @@ class Trainer:
                 check_at_fit(model, datamodule)
         # As in Lightning: weights and callback states are restored before configure_optimizers
         # (which may depend on them), the optimizer and loop state after it.
-        self._ckpt_path, checkpoint = resolve_ckpt_path(self, fn, ckpt_path)
         if self._ckpt_path is not None:
             checkpoint = restore_modules(self, self._ckpt_path, checkpoint)
         # As in Lightning, each run starts with no metrics: after fit then test, callback_metrics holds test's.

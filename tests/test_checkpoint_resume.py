@@ -396,13 +396,14 @@ def test_ckpt_path_last_with_no_intact_checkpoint_starts_fresh_with_a_notice(tmp
     model = Net()
     again = trainer(max_epochs=1, enable_checkpointing=True, callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpts")])
     with pytest.warns(UserWarning) as record:
-        with pytest.raises(fulmen.errors.MisconfigurationException, match="found no intact checkpoint among the 2"):
+        with pytest.raises(fulmen.errors.MisconfigurationException, match="found no intact checkpoint of test_checkpoint_resume.Net among the 2"):
             trainer(enable_checkpointing=True, callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpts")]).validate(
                 Net(), loader(), ckpt_path="last", verbose=False)  # outside fit there is nothing to start
         again.fit(model, loader(), ckpt_path="last")
     messages = [str(w.message) for w in record]
     assert any(f"skips {newer}" in m for m in messages) and any(f"skips {older}" in m for m in messages)
-    assert 'ckpt_path="last": no intact checkpoint among the 2 found for this run; starting from scratch.' in messages
+    assert ('ckpt_path="last": no intact checkpoint of test_checkpoint_resume.Net among the 2 found for this run; '
+            'starting from scratch.') in messages
     assert again.ckpt_path is None and again.global_step == 4 and model.counts["train"] == 4
 
 

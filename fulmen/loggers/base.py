@@ -18,12 +18,13 @@ import argparse
 import dataclasses
 import enum
 import os
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
 import torch
+
+from fulmen._fs import temp_file_beside
 
 __all__ = ["Logger"]
 
@@ -169,6 +170,10 @@ class _VersionedDirLogger(Logger):
     `version=None` takes the next free N (one more than the largest `version_<N>` directory
     already in `save_dir/name`); an int N gives `version_N`; a str is used as the directory
     name as is. `name` "" or None drops the name level: `save_dir/version_N`.
+
+    A run resumed with `fit(ckpt_path="last")` continues the version its checkpoint was logged
+    in (fulmen/checkpoint.py `continue_logs` calls `continue_at`): the logger then drops whatever
+    the earlier run logged at or after the resume step, so no step is written twice.
     """
 
     def __init__(self, save_dir: str | os.PathLike, name: str | None, version: int | str | None, prefix: str) -> None:
@@ -193,6 +198,7 @@ class _VersionedDirLogger(Logger):
         self._version = version
         self._prefix = prefix
         self.hparams: dict[str, Any] = {}
+        self._resume_step: int | None = None  # set when this run continues an earlier run's version
 
     @property
     def name(self) -> str:
@@ -217,24 +223,41 @@ class _VersionedDirLogger(Logger):
 
     @property
     def log_dir(self) -> str:
-        version = self.version
+        return self.log_dir_of(self.version)
+
+    def log_dir_of(self, version: int | str) -> str:
+        """The log directory the run of `version` has (or had)."""
         return os.path.join(self.root_dir, version if isinstance(version, str) else f"version_{version}")
+
+    def existing_versions(self) -> list[int]:
+        """The N of each `version_<N>` directory in `root_dir`, the versions chosen automatically so far."""
+        return _numbered_versions(self.root_dir)
+
+    def continue_at(self, step: int) -> None:
+        """This run continues the log directory of an earlier one from `step` on: what that run
+        logged at `step` or later (after the checkpoint it resumes from) is discarded. Call before
+        the first write."""
+        self._resume_step = int(step)
 
 
 def _next_version(root_dir: str) -> int:
     """One more than the largest N among the `version_<N>` directories in `root_dir`; 0 if none."""
+    versions = _numbered_versions(root_dir)
+    return max(versions) + 1 if versions else 0
+
+
+def _numbered_versions(root_dir: str) -> list[int]:
     try:
         entries = os.listdir(root_dir)
     except (FileNotFoundError, NotADirectoryError):
-        return 0
-    versions = [
+        return []
+    return [
         int(entry[len("version_") :])
         for entry in entries
         if entry.startswith("version_")
         and entry[len("version_") :].isdigit()
         and os.path.isdir(os.path.join(root_dir, entry))
     ]
-    return max(versions) + 1 if versions else 0
 
 
 # --- hyperparameters -------------------------------------------------------------------------
@@ -332,8 +355,7 @@ def _python_number(value: Any) -> Any:
 
 def _atomic_write_text(path: str, text: str) -> None:
     """Write `text` to `path` so that a crash leaves either the old file or the new one, never half."""
-    directory = os.path.dirname(path) or "."
-    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    fd, tmp_path = temp_file_beside(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as file:
             file.write(text)

@@ -30,18 +30,22 @@ class ExperimentWriter:
     Args:
         log_dir: directory of the run; created if missing. A `metrics.csv` already in it is
             removed (with a warning), because this run's header may not match its rows.
+        keep_below_step: this run continues the one that wrote `metrics.csv` (a resumed run):
+            its rows before this step are kept, the later ones dropped.
     """
 
     NAME_METRICS_FILE = "metrics.csv"
     NAME_HPARAMS_FILE = "hparams.yaml"
 
-    def __init__(self, log_dir: str) -> None:
+    def __init__(self, log_dir: str, keep_below_step: int | None = None) -> None:
         self.log_dir = log_dir
         self.metrics_file_path = os.path.join(log_dir, self.NAME_METRICS_FILE)
         self.metrics: list[dict[str, Any]] = []  # rows logged since the last flush
         self.metrics_keys: list[str] = []  # the header of metrics.csv as written so far
         self.hparams: dict[str, Any] = {}
-        if os.path.isfile(self.metrics_file_path):
+        if keep_below_step is not None and os.path.isfile(self.metrics_file_path):
+            self._truncate(keep_below_step)
+        elif os.path.isfile(self.metrics_file_path):
             warnings.warn(
                 f"CSVLogger found an existing {self.metrics_file_path} and removes it: this run starts a new file. "
                 "Fix: pass version=None (the default) to get a fresh version_N directory per run.",
@@ -78,9 +82,20 @@ class ExperimentWriter:
             writer.writerows(self.metrics)
         self.metrics = []
 
+    def _truncate(self, step: int) -> None:
+        """Keep the rows logged before `step` and the header they were written with."""
+        with open(self.metrics_file_path, newline="", encoding="utf-8") as file:
+            reader = csv.DictReader(file)
+            rows = [row for row in reader if row.get("step", "").isdigit() and int(row["step"]) < step]
+            self.metrics_keys = list(reader.fieldnames or [])
+        self._write_rows(self.metrics_keys, rows)
+
     def _rewrite_with_header(self, fieldnames: list[str]) -> None:
         with open(self.metrics_file_path, newline="", encoding="utf-8") as file:
             rows = list(csv.DictReader(file))
+        self._write_rows(fieldnames, rows)
+
+    def _write_rows(self, fieldnames: list[str], rows: list[dict[str, Any]]) -> None:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=fieldnames)
         writer.writeheader()
@@ -143,7 +158,7 @@ class CSVLogger(_VersionedDirLogger):
     def experiment(self) -> ExperimentWriter:
         """The `ExperimentWriter`, created (with the log directory) on first access."""
         if self._experiment is None:
-            self._experiment = ExperimentWriter(self.log_dir)
+            self._experiment = ExperimentWriter(self.log_dir, keep_below_step=self._resume_step)
         return self._experiment
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:

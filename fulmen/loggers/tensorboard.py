@@ -79,9 +79,8 @@ class TensorBoardLogger(_VersionedDirLogger):
     def sub_dir(self) -> str | None:
         return self._sub_dir
 
-    @property
-    def log_dir(self) -> str:
-        log_dir = super().log_dir
+    def log_dir_of(self, version: int | str) -> str:
+        log_dir = super().log_dir_of(version)
         return os.path.join(log_dir, self._sub_dir) if self._sub_dir else log_dir
 
     @property
@@ -91,7 +90,12 @@ class TensorBoardLogger(_VersionedDirLogger):
             # Imported here, not at the top: TensorBoard and its protobufs take a while to import.
             from torch.utils.tensorboard import SummaryWriter
 
-            self._experiment = SummaryWriter(log_dir=self.log_dir, **self._kwargs)
+            kwargs = dict(self._kwargs)
+            if self._resume_step is not None:
+                # TensorBoard's readers drop the earlier events at this step and later: the
+                # points the crashed run logged after its checkpoint, which this run logs again.
+                kwargs["purge_step"] = self._resume_step
+            self._experiment = SummaryWriter(log_dir=self.log_dir, **kwargs)
         return self._experiment
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
@@ -126,6 +130,8 @@ class TensorBoardLogger(_VersionedDirLogger):
         params = _convert_params(params)
         self.hparams.update(params)
         self._hparams_saved = False
+        if self._resume_step is not None:
+            return  # the run this one continues wrote them; again, they would be a second point at step 0
 
         if metrics is None:
             metrics = {"hp_metric": -1} if self._default_hp_metric else {}

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fulmen._fs import current_umask
 from fulmen.checkpoint import (
     SHARDED_META, atomic_save, optimizer_state_by_index, optimizer_state_by_name, parameter_names,
 )
@@ -149,9 +150,7 @@ def save_sharded(checkpoint: dict[str, Any], path: Path, strategy: ParallelStrat
     directory into place, so `path` is either the previous checkpoint or the whole new one."""
     import torch.distributed.checkpoint as dcp
 
-    staging = strategy.broadcast(
-        tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=_mkdir(path.parent)) if strategy.is_global_zero else None
-    )
+    staging = strategy.broadcast(_staging_dir(path) if strategy.is_global_zero else None)
     tensors = {k: checkpoint[k] for k in _SHARDED_KEYS if k in checkpoint}
     dcp.save(tensors, checkpoint_id=staging)
     if strategy.is_global_zero:
@@ -164,6 +163,14 @@ def save_sharded(checkpoint: dict[str, Any], path: Path, strategy: ParallelStrat
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     strategy.barrier("save_sharded")
+
+
+def _staging_dir(path: Path) -> str:
+    """A new temporary directory beside `path`, with the mode `mkdir` gives under the umask
+    (`mkdtemp`'s 0700 would keep the checkpoint from everyone but its owner)."""
+    staging = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=_mkdir(path.parent))
+    os.chmod(staging, 0o777 & ~current_umask())
+    return staging
 
 
 def _mkdir(directory: Path) -> Path:
