@@ -17,6 +17,8 @@ The rules themselves (the code table and the AST walk) are in fulmen.doctor_chec
 `check_at_fit` runs the same checks on the user's module and data module when `fit` starts
 (errors and warnings only, as Python warnings; `FULMEN_DOCTOR=0` turns it off). The results
 are cached per file, so a second fit in the same process does not parse again.
+`explain_runtime_error` attaches the finding and its fix to a runtime error it explains (torch's
+double backward after a `loss.backward()` in the step, a device error after `.cuda()`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from typing import Any
 
 from fulmen.doctor_checks import RULES, FileChecker, Finding
 
-__all__ = ["RULES", "DoctorWarning", "Finding", "check_at_fit", "check_file", "check_paths", "check_source", "main"]
+__all__ = ["RULES", "DoctorWarning", "Finding", "check_at_fit", "check_file", "check_paths", "check_source",
+           "explain_runtime_error", "main"]
 
 DOCS = "docs/common_mistakes.md"
 _SEVERITY_RANK = {"advice": 0, "warning": 1, "error": 2}
@@ -85,15 +88,22 @@ def check_file(path: str | Path) -> list[Finding]:
 
 
 def _python_files(paths: Iterable[str | Path]) -> Iterator[Path]:
+    """Each file once, also when it is named twice (`fulmen doctor . model.py`: the folder holds it)."""
     skip = {"__pycache__", "node_modules", "build", "dist", "site-packages"}
+    seen: set[Path] = set()
     for root in map(Path, paths):
         if root.is_file():
-            yield root
-            continue
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if d not in skip and not d.startswith(".") and not
-                                 (Path(dirpath, d, "pyvenv.cfg").exists()))
-            yield from (Path(dirpath, f) for f in sorted(filenames) if f.endswith(".py"))
+            found: Iterable[Path] = [root]
+        else:
+            found = []
+            for dirpath, dirnames, filenames in os.walk(root):
+                dirnames[:] = sorted(d for d in dirnames if d not in skip and not d.startswith(".") and not
+                                     (Path(dirpath, d, "pyvenv.cfg").exists()))
+                found += [Path(dirpath, f) for f in sorted(filenames) if f.endswith(".py")]
+        for file in found:
+            if file.resolve() not in seen:
+                seen.add(file.resolve())
+                yield file
 
 
 def check_paths(paths: Iterable[str | Path]) -> tuple[list[Finding], int]:
@@ -190,11 +200,9 @@ def _class_findings(cls: type) -> list[Finding]:
     return [f for f in findings if start <= f.line <= end and f.severity != "advice"]
 
 
-def check_at_fit(*objects: Any) -> list[Finding]:
-    """Warn (DoctorWarning) about errors and warnings in the classes of `objects` (the module and
-    data module given to fit). Classes from fulmen itself and from site-packages are skipped."""
-    if os.environ.get("FULMEN_DOCTOR", "1").strip().lower() in ("0", "false", "off", "no"):
-        return []
+def _user_findings(*objects: Any) -> list[Finding]:
+    """Errors and warnings in the classes of `objects` and their base classes, except the classes
+    of fulmen, Lightning and torch themselves."""
     findings: list[Finding] = []
     for obj in objects:
         if obj is None:
@@ -204,8 +212,70 @@ def check_at_fit(*objects: Any) -> list[Finding]:
                                                          "builtins"):
                 continue
             findings += [f for f in _class_findings(cls) if f not in findings]
+    return findings
+
+
+def check_at_fit(*objects: Any) -> list[Finding]:
+    """Warn (DoctorWarning) about errors and warnings in the classes of `objects` (the module and
+    data module given to fit). Classes from fulmen itself and from site-packages are skipped."""
+    if os.environ.get("FULMEN_DOCTOR", "1").strip().lower() in ("0", "false", "off", "no"):
+        return []
+    findings = _user_findings(*objects)
     for finding in findings:  # attributed to the user's line, not to fulmen's call stack
         warnings.warn_explicit(f"fulmen doctor {finding.code} at {finding.path}:{finding.line}: {finding.message} "
                                f"Fix: {finding.fix} (See {DOCS}; turn these checks off with FULMEN_DOCTOR=0.)",
                                DoctorWarning, finding.path, finding.line, registry=_registry)
     return findings
+
+
+# --- after a runtime error ------------------------------------------------------------------------
+
+_DOUBLE_BACKWARD = "backward through the graph a second time"
+# How a tensor on the wrong device fails: a mismatch inside an op, or a GPU asked for where there is none.
+_DEVICE_ERRORS = ("on the same device", "on the expected device", "Torch not compiled with CUDA enabled",
+                  "Found no NVIDIA driver", "No CUDA GPUs are available", "but expected device")
+_RETAIN_GRAPH = "(Not retain_graph=True, which torch suggests: the gradients of the step would be added twice.)"
+
+
+def explain_runtime_error(exc: BaseException, module: Any) -> list[str]:
+    """Attach to `exc` (PEP 678 notes; in the message on Python 3.10) what fulmen doctor knows
+    about it: torch's "backward through the graph a second time" under automatic optimization
+    (a `loss.backward()` in the module, FM301), or a device error after a hard-coded device move
+    (FM101/FM102/FM103). Returns the notes added (none when the error is not one of these).
+
+    The checks read the module's source, once per file, also when `FULMEN_DOCTOR=0` silenced them
+    at fit start: this runs only after a failure."""
+    from fulmen.errors import add_note
+
+    text = str(exc)
+    double_backward = _DOUBLE_BACKWARD in text and getattr(module, "automatic_optimization", False)
+    device = any(marker in text for marker in _DEVICE_ERRORS)
+    if not (double_backward or device):
+        return []
+    findings = _user_findings(module)
+    notes: list[str] = []
+    if double_backward:
+        calls = [f for f in findings if f.code == "FM301" and "backward" in f.message]
+        kept = [f for f in findings if f.code == "FM403"]
+        for finding in calls[:3] + kept[:2]:
+            notes.append(f"fulmen doctor {finding.code} at {finding.path}:{finding.line}: {finding.message}")
+        if calls or not kept:
+            notes.append(
+                "fulmen: under automatic optimization the Trainer runs backward on the loss that training_step "
+                "returns; a backward call in the step itself uses the graph a second time. Fix: delete "
+                "loss.backward() (and any optimizer.step()/zero_grad()) from training_step and return the loss, "
+                "or set `self.automatic_optimization = False` and use self.manual_backward(loss). " + _RETAIN_GRAPH
+            )
+        else:
+            notes.append(f"fulmen: a tensor kept from an earlier step still holds that step's graph. Fix: "
+                         f"{kept[0].fix} {_RETAIN_GRAPH}")
+    if device:
+        moves = [f for f in findings if f.code in ("FM101", "FM102", "FM103")]
+        for finding in moves[:3]:
+            notes.append(f"fulmen doctor {finding.code} at {finding.path}:{finding.line}: {finding.message}")
+        if moves:
+            notes.append(f"fulmen: the Trainer puts the module and each batch on its device ({module.device}); a "
+                         f"device chosen in the module's code is another one. Fix: {moves[0].fix}")
+    for note in notes:
+        add_note(exc, note)
+    return notes

@@ -31,13 +31,14 @@ import torch
 
 from fulmen.data import prefetch, set_sampler_epoch
 from fulmen.dataloading import train_epoch_batches
-from fulmen.errors import MisconfigurationException, warn_once
+from fulmen.errors import MisconfigurationException, warn_once, warn_once_at
 from fulmen.logging import Results, to_float_dict
 from fulmen.optim import step_schedulers
 from fulmen.preemption import stop_for_preemption
 from fulmen.profilers.wiring import timed, timed_batches
 from fulmen.seed import isolate_rng
 from fulmen.state import RunningStage
+from fulmen.utilities.rank_zero import rank_zero_info
 
 if TYPE_CHECKING:
     from fulmen.trainer import Trainer
@@ -57,12 +58,53 @@ def run_fit(trainer: Trainer) -> None:
     trainer.state.stage = RunningStage.TRAINING
     if trainer.max_time is not None:
         trainer._deadline = time.monotonic() + trainer.max_time
+    _warn_few_batches(trainer)
     hooks.both("on_train_start")
+    trainer._none_steps = 0  # training steps that returned None in this fit's first epoch (see _end_train_epoch)
     train_epoch = timed(trainer, "run_training_epoch", run_train_epoch)  # run_train_epoch itself without a profiler
     while not _fit_done(trainer):
         train_epoch(trainer)
+    reason = _stop_reason(trainer)
     hooks.both("on_train_end")
+    # Lightning's line, once the progress bar has closed its line (on_train_end), so that it starts a line of its own.
+    rank_zero_info(f"`Trainer.fit` stopped: {reason}")
     hooks.both("on_fit_end")
+
+
+def _warn_few_batches(trainer: Trainer) -> None:
+    """Lightning's warning: with fewer batches per epoch than log_every_n_steps, no training step
+    of an epoch is logged (only epoch-level values reach the loggers)."""
+    n = trainer.num_training_batches
+    if trainer.loggers and n < trainer.log_every_n_steps and not trainer.fast_dev_run:
+        from fulmen.utilities.warnings import PossibleUserWarning
+
+        warn_once(
+            f"The number of training batches ({n}) is smaller than the logging interval "
+            f"Trainer(log_every_n_steps={trainer.log_every_n_steps}). Set a lower value for log_every_n_steps if "
+            "you want to see logs for the training epoch.",
+            PossibleUserWarning,
+        )
+
+
+def _stop_reason(trainer: Trainer) -> str:
+    """Why the fit loop ended, in Lightning's words where it has them ("`max_epochs=3` reached.")."""
+    s = trainer.state
+    if trainer.num_training_batches == 0:
+        return "No training batches."
+    if _max_steps_reached(trainer):
+        return f"`max_steps={trainer.max_steps}` reached."
+    if trainer.max_epochs != -1 and s.epoch >= trainer.max_epochs:
+        return f"`max_epochs={trainer.max_epochs}` reached."
+    from fulmen.callbacks.timer import Timer
+
+    timers = [cb for cb in trainer.callbacks if isinstance(cb, Timer) and cb.time_remaining() is not None]
+    if _deadline_passed(trainer) or any(cb.time_remaining() <= 0 for cb in timers):
+        return "`max_time` reached."
+    for cb in trainer.early_stopping_callbacks:
+        summary = cb._stop_summary()
+        if summary is not None:
+            return summary
+    return f"a callback set trainer.should_stop at epoch {max(s.epoch - 1, 0)}."
 
 
 def _warn_eval_modules(module: torch.nn.Module) -> None:
@@ -200,6 +242,15 @@ def run_train_epoch(trainer: Trainer) -> None:
 
 def _end_train_epoch(trainer: Trainer, results: Results) -> None:
     s, hooks = trainer.state, trainer._hooks
+    none_steps, trainer._none_steps = trainer._none_steps, None  # counted in the first epoch only
+    if none_steps and none_steps >= results.batch_counter:
+        module = trainer.lightning_module
+        raise MisconfigurationException(
+            f"{type(module).__name__}.training_step returned None for every batch of the first epoch, so nothing "
+            f"was trained. Received: None from {results.batch_counter} of {results.batch_counter} batches. Fix: "
+            "end training_step with `return loss` (None skips a batch, which is meant for a batch now and then). "
+            "(fulmen doctor code FM201)"
+        )
     _run_after_batch(trainer, window_closed=True)  # an epoch ended early leaves no window open
     s.stage = RunningStage.TRAINING
     trainer._results = results
@@ -381,9 +432,13 @@ class _TrainingStep:
 def _loss_from(output: Any, module: Any) -> torch.Tensor | None:
     """The loss in what training_step returned, with a clear error when it cannot be trained on."""
     if output is None:
-        warn_once(
+        trainer = module._trainer
+        if trainer is not None and trainer._none_steps is not None:
+            trainer._none_steps += 1
+        warn_once_at(
             f"{type(module).__name__}.training_step returned None, so this batch is skipped (no backward). "
-            "If that was not intended, return the loss. (fulmen doctor code FM201)"
+            "If that was not intended, return the loss. (fulmen doctor code FM201)",
+            type(module).training_step,
         )
         return None
     if isinstance(output, torch.Tensor):  # the usual case first: isinstance with an ABC (Mapping) is slower

@@ -345,6 +345,7 @@ class Trainer:
         self._epoch_start: dict[str, Any] | None = None  # what decided the current epoch's data order
         self._after_batch: list[Any] = []  # see fulmen.loop._run_after_batch
         self._log_due = False  # the training batch now running is a logging point (see fulmen.loop.run_train_batch)
+        self._none_steps: int | None = None  # training steps that returned None, counted in fit's first epoch
         self._preemption: PreemptionWatch | None = None  # set during fit
         self._val_enabled = False
         self._ckpt_path: str | None = None
@@ -362,6 +363,12 @@ class Trainer:
         weights_only: bool | None = None,
     ) -> None:
         """Train `model`; optionally resume from `ckpt_path` (a path, "last" or "best").
+
+        Ctrl-C (KeyboardInterrupt) shuts the run down gracefully (`on_exception` hooks, loggers
+        closed, `trainer.interrupted` True), then, as in Lightning, raises `SystemExit(1)`: the
+        script ends with status 1, so a chained `python train.py && python deploy.py` stops there.
+        Catch SystemExit around fit to go on after an interrupt. The same holds for validate, test
+        and predict.
 
         `weights_only` is accepted for Lightning's signature: fulmen always reads checkpoints with
         `torch.load(weights_only=True)` (see fulmen/checkpoint.py)."""
@@ -874,15 +881,20 @@ class Trainer:
             self.state.status = TrainerStatus.FINISHED
             return None
         except KeyboardInterrupt as exc:
-            warn_once("Detected KeyboardInterrupt: shut down gracefully; trainer.interrupted is True.")
-            self._on_exception(exc)
-            return None
+            warn_once(f"Detected KeyboardInterrupt: shut down gracefully; trainer.interrupted is True. `Trainer.{fn.value}` "
+                      f"stopped at epoch {self.state.epoch}, step {self.state.global_step}; exiting with status 1.")
+            self._shut_down_after_interrupt(exc)
+            # As in Lightning, the script then ends with a failure status, so `python train.py && next`
+            # does not go on to `next` after Ctrl-C (a caller that must go on catches SystemExit).
+            raise SystemExit(1) from None
         except BaseException as exc:
             preempted = self._preemption is not None and self._preemption.due(self.strategy.distributed) is not None
             if preempted and isinstance(exc, SystemExit):  # stop_for_preemption's exit, not an error after the signal
                 self.state.status = TrainerStatus.INTERRUPTED  # preempted: already saved and logged, not a failure
                 raise
             self._on_exception(exc)
+            if isinstance(exc, Exception) and self.lightning_module is not None:
+                self._explain(exc)
             clearer = self.strategy.explain_failure(exc)  # e.g. "rank 1 failed" instead of a broken connection
             if clearer is not None:
                 raise clearer from exc
@@ -907,6 +919,30 @@ class Trainer:
             self.max_epochs = 1000 if self.max_steps == -1 and not timed else -1
         if self.min_epochs is None:
             self.min_epochs = 1 if self.min_steps is not None else 0
+
+    def _shut_down_after_interrupt(self, exc: KeyboardInterrupt) -> None:
+        """`_on_exception`, with a second Ctrl-C ignored meanwhile (the user presses it again while
+        the loggers close), then the previous handler back."""
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
+            self._on_exception(exc)
+            return
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            self._on_exception(exc)
+        finally:
+            if previous is not None:  # None: a handler not set from Python, which cannot be put back
+                signal.signal(signal.SIGINT, previous)
+
+    def _explain(self, exc: Exception) -> None:
+        """Attach fulmen doctor's diagnosis to an error it explains (see `fulmen.doctor.explain_runtime_error`)."""
+        from fulmen.doctor import explain_runtime_error
+
+        try:
+            explain_runtime_error(exc, self.lightning_module)
+        except Exception as err:  # the user's error is what matters; a failing diagnosis must not replace it
+            warn_once(f"fulmen doctor could not explain {type(exc).__name__}: {type(err).__name__}: {err}")
 
     def _on_exception(self, exc: BaseException) -> None:
         """Tell the callbacks and the module, then close the loggers. A handler that fails itself

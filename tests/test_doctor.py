@@ -181,8 +181,9 @@ def test_runtime_errors_name_the_doctor_code(tmp_path):
         quiet_trainer(tmp_path, max_epochs=1).fit(_ReturnsDict(lambda loss: {"acc": loss}), _loader())
     with pytest.raises(MisconfigurationException, match=r"not loss.item\(\)\. \(fulmen doctor code FM202\)"):
         quiet_trainer(tmp_path, max_epochs=1).fit(_ReturnsDict(lambda loss: loss.item()), _loader())
-    with pytest.warns(UserWarning, match=r"returned None.*\(fulmen doctor code FM201\)"):
-        quiet_trainer(tmp_path, max_epochs=1).fit(_ReturnsDict(lambda loss: None), _loader())
+    with pytest.warns(UserWarning, match=r"returned None.*\(fulmen doctor code FM201\)"):  # every batch: an error
+        with pytest.raises(MisconfigurationException, match=r"None for every batch.*\(fulmen doctor code FM201\)"):
+            quiet_trainer(tmp_path, max_epochs=1).fit(_ReturnsDict(lambda loss: None), _loader())
 
     class NoSuper(pl.LightningModule):
         def __init__(self):

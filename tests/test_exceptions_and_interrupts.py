@@ -3,9 +3,9 @@
 An exception in user code calls `on_exception` on every callback and on the module, closes the
 progress bars, finalizes the loggers with status "failed" (TensorBoard's event file flushed and
 closed: its points read back), leaves every checkpoint intact, and re-raises the user's
-exception. Ctrl-C (KeyboardInterrupt) does the same, except that `fit` then returns with
-`trainer.interrupted` True: a script continues after `fit` and, unless it does more, exits 0.
-(PyTorch Lightning 2.6.6 instead calls `sys.exit(1)` after the same clean-up.)
+exception. Ctrl-C (KeyboardInterrupt) does the same, with `trainer.interrupted` True, and then,
+as in PyTorch Lightning 2.6.6, `fit` raises SystemExit(1): the script ends with status 1 and
+nothing after `fit` runs (a chained `&& next_step` neither).
 `OnExceptionCheckpoint` saves `<dirpath>/<filename>.ckpt` on the way out of fit.
 
 test_exceptions_and_interrupts.py::test_real_* run tests/scripts/fit_until_signalled.py in a
@@ -169,11 +169,13 @@ def test_an_exception_in_user_code_cleans_up_and_propagates(tmp_path):
     assert_cleaned_up(tmp_path, trainer, model, spy, loggers, crash, earlier, error)
 
 
-def test_keyboard_interrupt_cleans_up_and_returns_with_interrupted_set(tmp_path):
+def test_keyboard_interrupt_cleans_up_then_exits_with_status_1(tmp_path):
     error = KeyboardInterrupt()
     trainer, model, spy, loggers, crash, earlier = failing_fit(tmp_path, error)
     with pytest.warns(UserWarning, match="Detected KeyboardInterrupt: shut down gracefully; trainer.interrupted"):
-        assert trainer.fit(model, loader()) is None
+        with pytest.raises(SystemExit) as exit_info:
+            trainer.fit(model, loader())
+    assert exit_info.value.code == 1
     assert_cleaned_up(tmp_path, trainer, model, spy, loggers, crash, earlier, error)
 
 
@@ -250,11 +252,11 @@ def test_real_sigint_ends_fit_gracefully(tmp_path):
         out, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
-    assert proc.returncode == 0, err[-3000:]
+    assert proc.returncode == 1, err[-3000:]  # as Lightning's: after the graceful shut-down, status 1
     assert "Detected KeyboardInterrupt: shut down gracefully; trainer.interrupted is True." in err
     assert "Traceback" not in err
     last = out.strip().splitlines()[-1]
-    assert last.startswith("fit returned: interrupted=True status=interrupted global_step="), out
+    assert last.startswith("fit raised SystemExit(1): interrupted=True status=interrupted global_step="), out
     steps_done = int(last.rsplit("=", 1)[1])
     assert steps_done >= 10
     # Both files are complete: every step up to the interrupt, none twice. (The signal may land
@@ -272,7 +274,7 @@ def test_real_exception_in_user_code_exits_1_with_complete_files(tmp_path):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1
     assert err.rstrip().endswith("RuntimeError: user bug at step 10"), err[-3000:]
-    assert "fit returned" not in out
+    assert "fit raised" not in out
     assert logged_steps(tmp_path) == (list(range(10)), list(range(10)))
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.ckpt")) == [
         "epoch=0-step=5.ckpt", "epoch=1-step=10.ckpt"]

@@ -595,9 +595,8 @@ def test_keyboard_interrupt_is_handled_gracefully():
     exc = KeyboardInterrupt()
     model, spy = Raises(exc), ExceptionSpy()
     t = trainer(max_epochs=3, callbacks=[spy])
-    with pytest.warns(UserWarning, match="KeyboardInterrupt"):
-        result = t.fit(model, loader(16))
-    assert result is None
+    with pytest.warns(UserWarning, match="KeyboardInterrupt"), pytest.raises(SystemExit, match="1"):
+        t.fit(model, loader(16))  # as in Lightning: after the graceful shut-down, exit status 1
     assert t.interrupted
     assert t.state.status == TrainerStatus.INTERRUPTED and t.state.stage is None
     assert spy.exceptions == [exc]

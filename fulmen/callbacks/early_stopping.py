@@ -127,6 +127,18 @@ class EarlyStopping(MonitorCallback):
         if reason and self.verbose:
             self._log_info(trainer, reason, self.log_rank_zero_only)
 
+    def _stop_summary(self) -> str | None:
+        """Why this callback stopped training, for the line fit prints at its end (None: it did not)."""
+        if self.stopping_reason == EarlyStoppingReason.NOT_STOPPED:
+            return None
+        where = f"EarlyStopping stopped at epoch {self.stopped_epoch}"
+        if self.stopping_reason != EarlyStoppingReason.PATIENCE_EXHAUSTED:
+            return f"{where}: {self.stopping_reason_message}"
+        # Checked once per epoch (the default), the patience counts epochs; else validation runs.
+        unit = "epochs" if self._check_on_train_epoch_end else "validation checks"
+        return (f"{where}: {self.monitor} did not improve for {self.wait_count} {unit} "
+                f"(best {self.best_score.item():.4g}, patience={self.patience}).")
+
     @staticmethod
     def _log_info(trainer: Any, message: str, log_rank_zero_only: bool) -> None:
         """Log `message` at INFO, prefixed with the rank when several processes run; with

@@ -5,7 +5,8 @@
 Logs `train_loss` every step to TensorBoard and CSV under ROOT/logs, checkpoints every 5 steps
 into ROOT/checkpoints and keeps an OnExceptionCheckpoint in ROOT/crash. At global step 10 it
 prints "READY" (MODE "sigint": the test then sends SIGINT) or raises a RuntimeError in
-training_step (MODE "raise"). After fit returns it prints the trainer's state.
+training_step (MODE "raise"). After Ctrl-C, fit raises SystemExit(1) (as Lightning's does); the
+script prints the trainer's state and exits with that status.
 """
 
 import sys
@@ -47,6 +48,9 @@ trainer = pl.Trainer(
     callbacks=[ModelCheckpoint(dirpath=f"{root}/checkpoints", every_n_train_steps=5, save_top_k=-1),
                OnExceptionCheckpoint(f"{root}/crash")],
 )
-trainer.fit(Net(), data)
-print(f"fit returned: interrupted={trainer.interrupted} status={trainer.state.status.value} "
-      f"global_step={trainer.global_step}", flush=True)
+try:
+    trainer.fit(Net(), data)
+except SystemExit as stop:  # Ctrl-C: fit shuts down gracefully, then ends the script with status 1
+    print(f"fit raised SystemExit({stop.code}): interrupted={trainer.interrupted} "
+          f"status={trainer.state.status.value} global_step={trainer.global_step}", flush=True)
+    raise
