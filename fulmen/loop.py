@@ -75,7 +75,7 @@ def _warn_few_batches(trainer: Trainer) -> None:
     """Lightning's warning: with fewer batches per epoch than log_every_n_steps, no training step
     of an epoch is logged (only epoch-level values reach the loggers)."""
     n = trainer.num_training_batches
-    if trainer.loggers and n < trainer.log_every_n_steps and not trainer.fast_dev_run:
+    if trainer.loggers and n < trainer.log_every_n_steps and not trainer.fast_dev_run and trainer.is_global_zero:
         from fulmen.utilities.warnings import PossibleUserWarning
 
         warn_once(

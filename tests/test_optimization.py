@@ -739,11 +739,13 @@ def test_training_step_returning_none_everywhere_leaves_weights_unchanged(tmp_pa
     trainer = quiet_trainer(tmp_path, max_epochs=2)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        trainer.fit(model, _loader())
+        # None for every batch of the first epoch is the forgotten `return loss`: an error at its end.
+        with pytest.raises(MisconfigurationException, match="returned None for every batch of the first epoch"):
+            trainer.fit(model, _loader())
     none_warnings = [w for w in record if "training_step returned None" in str(w.message)]
     assert len(none_warnings) == 1  # once, not once per batch
     assert "Skips.training_step returned None, so this batch is skipped" in str(none_warnings[0].message)
-    assert model.training_step_calls == 20
+    assert model.training_step_calls == 10
     _assert_same_weights(model.net, initial)
     assert all(p.grad is None for p in model.parameters())  # no backward ran
     assert all(not s for s in trainer.optimizers[0].state.values())  # no momentum buffer either
