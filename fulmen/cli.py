@@ -208,6 +208,21 @@ def _import(path: str) -> Any:
     raise CLIError(f"unknown class_path {path!r}. Fix: use a dotted path such as mypackage.MyCallback.")
 
 
+def _check_init_args(cls: Any, init_args: dict[str, Any], class_path: str) -> None:
+    """A CLIError for an init_args key `cls` does not take (before the TypeError it would raise)."""
+    try:
+        parameters = inspect.signature(cls).parameters
+    except (TypeError, ValueError):  # a builtin without a signature: let the call decide
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return
+    for name in init_args:
+        if name not in parameters:
+            close = difflib.get_close_matches(name, list(parameters), n=1)
+            raise CLIError(f"{class_path} has no argument {name!r}. Received: init_args: {sorted(init_args)}. Fix: "
+                           f"one of {', '.join(parameters)}" + (f" (did you mean {close[0]}?)" if close else "") + ".")
+
+
 def _instantiate(value: Any) -> Any:
     """Build `{class_path: ..., init_args: {...}}` values (also inside lists) into objects."""
     if isinstance(value, list):
@@ -218,6 +233,10 @@ def _instantiate(value: Any) -> Any:
         if not isinstance(init_args, dict):
             raise CLIError(f"init_args of {value['class_path']} must be a mapping. Received: {init_args!r}. Fix: write "
                            "it as an indented block, or pip install 'fulmen[cli]' (PyYAML) for flow style {a: 1}.")
+        if not callable(cls):
+            raise CLIError(f"class_path {value['class_path']!r} is not a class. Received: {type(cls).__name__}. "
+                           "Fix: name a class, e.g. fulmen.callbacks.EarlyStopping.")
+        _check_init_args(cls, init_args, str(value["class_path"]))
         return cls(**{k: _instantiate(v) for k, v in init_args.items()})
     return value
 
@@ -294,6 +313,13 @@ class FulmenCLI:
         if cls is None:
             node = self.config.get(section)
             if isinstance(node, dict) and "class_path" in node:
+                if not node["class_path"]:  # values given, no class to give them to
+                    raise CLIError(
+                        f"the config sets {section} arguments but names no {section} class. Received: "
+                        f"{section}: {sorted(node['init_args'])} without class_path. Fix: add `class_path: "
+                        f"module.Class` under {section}: (its arguments under `init_args:`), pass "
+                        f"--{section}.class_path=module.Class, or run the project's own script (python train.py "
+                        "fit --config ...), which names the classes itself.")
                 cls = _import(node["class_path"])
         return None if cls is None else cls.__init__
 
@@ -345,9 +371,17 @@ class FulmenCLI:
                 path = Path(value)
                 if not path.is_file():
                     raise CLIError(f"config file not found. Received: --config {value}. Fix: check the path.")
-                loaded = load_yaml(path.read_text(encoding="utf-8")) or {}
+                try:
+                    loaded = load_yaml(path.read_text(encoding="utf-8")) or {}
+                except Exception as err:  # PyYAML's YAMLError or the subset reader's ValueError
+                    where = getattr(err, "problem_mark", None)
+                    line = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
+                    reason = getattr(err, "problem", None) or str(err).splitlines()[0]
+                    raise CLIError(f"the config file is not valid YAML{line}: {reason}. Received: --config {value}. "
+                                   "Fix: correct the YAML there (indent nested keys by two spaces).") from None
                 if not isinstance(loaded, dict):
-                    raise CLIError(f"a config file must hold a mapping. Received: {type(loaded).__name__} in {value}.")
+                    raise CLIError(f"a config file must hold a mapping. Received: {type(loaded).__name__} in {value}. "
+                                   "Fix: write it as keys: trainer:, model:, data: (see --print_config).")
                 if self.subcommand in loaded and isinstance(loaded[self.subcommand], dict):
                     loaded = loaded[self.subcommand]  # Lightning's layout with the subcommand as top key
                 self._merge_tree(loaded, "")
@@ -378,6 +412,11 @@ class FulmenCLI:
         if section not in ("trainer", "model", "data") or not name:
             raise CLIError(f"unknown option {option}. Fix: use --config, --print_config, --seed_everything, "
                            "--ckpt_path or --trainer.*, --model.*, --data.* options (see --help).")
+        if section != "trainer" and not self._subclass_mode(section):
+            if name == "class_path":  # a config written for `fulmen fit`: it must name this script's class
+                self._check_fixed_class(section, value)
+                return
+            name = name.removeprefix("init_args.")
         if section != "trainer" and self._subclass_mode(section):
             node = self.config.setdefault(section, {"class_path": None, "init_args": {}})
             if name == "class_path":
@@ -386,6 +425,16 @@ class FulmenCLI:
                 node["init_args"][name.removeprefix("init_args.")] = value
             return
         self.config.setdefault(section, {})[name] = value
+
+    def _check_fixed_class(self, section: str, class_path: Any) -> None:
+        fixed = self.model_class if section == "model" else self.datamodule_class
+        named = _import(str(class_path))
+        if named is not fixed:
+            raise CLIError(
+                f"{section}.class_path names another class than this script builds. Received: "
+                f"class_path={class_path!r}; the script builds {fixed.__module__}.{fixed.__qualname__}. Fix: "
+                f"name that class, drop class_path from {section}:, or run `fulmen fit --config ...`, which builds "
+                "the classes a config names.")
 
     def _finish_config(self) -> None:
         """Check every option against the signature it goes to, and convert the values."""
@@ -452,14 +501,34 @@ class FulmenCLI:
         if save_config_callback is not None and self.subcommand is not None:
             callbacks.append(save_config_callback(self.config, **save_config_kwargs))
         trainer_kwargs["callbacks"] = callbacks
-        self.trainer = self.trainer_class(**trainer_kwargs)
+        from fulmen.errors import MisconfigurationException
+
+        try:
+            self.trainer = self.trainer_class(**trainer_kwargs)
+        except (MisconfigurationException, ValueError) as err:  # fulmen's own argument checks: say them as usage
+            raise CLIError(f"the trainer options cannot work together: {err}") from None
 
     def _run_subcommand(self) -> Any:
         if self.model is None:
             raise CLIError("no model to run. Fix: pass the model class to FulmenCLI, or set model.class_path in "
                            "the config.")
+        ckpt_path = self.config.get("ckpt_path")
+        self._check_ckpt_path(ckpt_path)
         method = getattr(self.trainer, self.subcommand)
-        return method(self.model, datamodule=self.datamodule, ckpt_path=self.config.get("ckpt_path"))
+        return method(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+
+    def _check_ckpt_path(self, ckpt_path: Any) -> None:
+        """The --ckpt_path mistakes a new process can see before it builds anything on it."""
+        if ckpt_path is None or not isinstance(ckpt_path, str):
+            return
+        if ckpt_path == "best" and self.subcommand != "fit":
+            raise CLIError(f"--ckpt_path best means the best checkpoint of a fit in this same process; `"
+                           f"{self.subcommand}` starts a new one. Received: --ckpt_path best. Fix: pass the "
+                           "checkpoint file, e.g. --ckpt_path runs/lightning_logs/version_0/checkpoints/last.ckpt.")
+        if ckpt_path not in ("best", "last", "hpc", "registry") and "://" not in ckpt_path \
+                and not ckpt_path.startswith("registry:") and not Path(ckpt_path).exists():
+            raise CLIError(f"checkpoint file not found. Received: --ckpt_path {ckpt_path}. Fix: check the path "
+                           "(relative to the current folder), or use --ckpt_path last.")
 
     def _print_help(self) -> None:
         prog = Path(sys.argv[0]).name
@@ -501,8 +570,21 @@ def new_project(name: str, parent: str | Path = ".") -> Path:
     for source in sorted(TEMPLATE_DIR.iterdir()):
         if source.is_file() and not source.name.startswith(("_", ".")):
             text = source.read_text(encoding="utf-8").replace("{{project_name}}", name)
+            text = text.replace("{{activate_line}}\n", _activate_line(target))
             (target / source.name).write_text(text, encoding="utf-8")
     return target
+
+
+def _activate_line(project: Path) -> str:
+    """The README's first command when fulmen runs from a virtual environment that is not active:
+    activating it makes `python`, `fulmen` and `tensorboard` below run as written."""
+    from fulmen.commands import inactive_venv_bin
+
+    bin_dir = inactive_venv_bin("python", project)
+    if bin_dir is None:
+        return ""
+    command = f"source {os.path.join(bin_dir, 'activate')}"
+    return f"{command:<66}# the environment fulmen is installed in\n"
 
 
 # --- the `fulmen` command ------------------------------------------------------------------------

@@ -4,7 +4,10 @@ module that does the work, importing it only then, so that `fulmen run` starts w
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import sys
+from pathlib import Path
 
 from fulmen.errors import CLIError
 
@@ -25,11 +28,51 @@ _USAGE = """usage: fulmen {run,doctor,new,report,fit,validate,test,predict} ...
 """
 
 
+def command_as_typed(program: str, *args: str, cwd: str | os.PathLike | None = None) -> str:
+    """`program args` as it runs when typed in a shell in `cwd` (default: the current folder).
+
+    The README's set-up makes a virtual environment without activating it, so a bare `tensorboard`
+    or `fulmen` is not on PATH there: when this Python runs from a virtual environment whose `bin`
+    holds `program` and PATH finds another one or none, the command names it by path
+    (`.venv/bin/tensorboard`; relative when the environment is in this folder or the one above). Every
+    command fulmen prints for the user to type goes through here.
+
+    Example:
+        >>> command_as_typed("tensorboard", "--logdir", "lightning_logs/")  # doctest: +SKIP
+        '.venv/bin/tensorboard --logdir lightning_logs/'
+    """
+    head = program
+    bin_dir = inactive_venv_bin(program, cwd)
+    if bin_dir is not None:
+        head = os.path.join(bin_dir, program)
+    elif program == "python" and shutil.which("python") is None:  # Debian and macOS may have only python3
+        head = "python3" if shutil.which("python3") else sys.executable
+    return " ".join(shlex.quote(part) for part in (head, *args))
+
+
+def inactive_venv_bin(program: str = "python", cwd: str | os.PathLike | None = None) -> str | None:
+    """The `bin` folder of this Python's virtual environment as typed from `cwd` (`.venv/bin`,
+    `../.venv/bin` when it is in the folder above, else absolute) when it holds `program` and PATH does not lead there; else None."""
+    if sys.prefix == sys.base_prefix:
+        return None
+    bin_dir = Path(sys.prefix).absolute() / ("Scripts" if os.name == "nt" else "bin")
+    found = shutil.which(program)
+    if not (bin_dir / program).exists() or (found is not None and Path(found).absolute().parent == bin_dir):
+        return None
+    where = Path(cwd if cwd is not None else os.getcwd()).absolute()
+    relative = os.path.relpath(bin_dir, where)
+    up = relative.startswith(os.pardir)
+    if up and Path(relative).parent.parent != Path(os.pardir):  # not in this folder nor beside it
+        return str(bin_dir)
+    # `.venv/bin/x` has a slash, so the shell does not search PATH; a venv named here needs `./`
+    return relative if os.sep in relative or relative.startswith(os.pardir) else os.path.join(os.curdir, relative)
+
+
 def main(argv: list[str] | None = None) -> int:
     """The `fulmen` console script; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(_USAGE, end="")
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_USAGE, end="", file=sys.stdout if argv else sys.stderr)  # no command is a usage error, as in argparse
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     try:
@@ -54,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 
             target = new_project(rest[0])
             print(f"Created {target}/ (model.py, data.py, train.py, config.yaml, test_project.py).\n"
-                  f"Next: cd {target} && python train.py fit --config config.yaml && python -m pytest")
+                  f"Next: {_next_steps(target)}")
             return 0
         if command == "run":
             from fulmen.alias import run
@@ -71,3 +114,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(err.code)
     print(f"fulmen: unknown command {command!r}.\n{_USAGE}", file=sys.stderr, end="")
     return 2
+
+
+def _next_steps(project: Path) -> str:
+    """The commands to type after `fulmen new`: train, then the project's tests (when pytest is installed)."""
+    import importlib.util
+
+    python = command_as_typed("python", cwd=project)
+    steps = f"cd {shlex.quote(str(project))} && {python} train.py fit --config config.yaml"
+    if importlib.util.find_spec("pytest") is not None:
+        return f"{steps} && {python} -m pytest"
+    return f"{steps}   (the tests need pytest: {command_as_typed('pip', 'install', 'pytest', cwd=project)})"

@@ -270,6 +270,13 @@ def _duration(seconds: float) -> str:
     return str(dt.timedelta(seconds=round(seconds))) if seconds >= 60 else f"{seconds:.1f} s"
 
 
+def _epoch(index: int) -> str:
+    """An epoch as the checkpoints store it, Lightning's index from 0, with its ordinal: '6 (the 7th)'."""
+    n = index + 1
+    suffix = "th" if n % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{index} (from 0: the {n}{suffix})"
+
+
 def render_html(run: RunData, title: str | None = None) -> str:
     """The report page as one HTML string (plots included)."""
     esc = html.escape
@@ -282,7 +289,7 @@ def render_html(run: RunData, title: str | None = None) -> str:
              f"{dt.datetime.now().strftime('%Y-%m-%d %H:%M')} by fulmen report. Metrics from "
              f"{esc(run.metrics_source or 'nowhere (none logged)')}.</p>", "<h2>Summary</h2><table>"]
     summary = [("run time", f"{_duration(run.run_time_s)} ({run.run_time_source})" if run.run_time_s else "unknown"),
-               ("last logged step", steps), ("epochs (last checkpoint)", None if epochs is None else epochs + 1),
+               ("last logged step", steps), ("last checkpoint's epoch", None if epochs is None else _epoch(epochs)),
                ("checkpoints", len(run.checkpoints)), ("monitored metric", run.monitor)]
     parts += [f"<tr><th>{esc(k)}</th><td>{esc(_fmt(v))}</td></tr>" for k, v in summary if v is not None]
     parts.append("</table>")
@@ -312,7 +319,8 @@ def render_html(run: RunData, title: str | None = None) -> str:
     parts.append("<h2>Checkpoints</h2>")
     if run.checkpoints:
         score = esc(run.monitor or "score")
-        parts.append(f"<table><tr><th>file</th><th>epoch</th><th>step</th><th>{score}</th><th>size (MB)</th></tr>")
+        parts.append(f"<table><tr><th>file</th><th>epoch (from 0)</th><th>step</th><th>{score}</th>"
+                     "<th>size (MB)</th></tr>")
         for c in run.checkpoints:
             note = " (best)" if c.get("best") else f" ({esc(c['error'])})" if c.get("error") else ""
             parts.append(f"<tr class='{'best' if c.get('best') else ''}'><td>{esc(c['file'])}{note}</td>"
@@ -348,6 +356,12 @@ def main(argv: list[str] | None = None) -> int:
         path = write_report(args.run_dir, args.output, args.title)
     except ReportError as err:
         print(f"fulmen report: {err}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:  # matplotlib: not in the README's `[examples]` set-up
+        from fulmen.commands import command_as_typed
+
+        fix = command_as_typed("pip", "install", "fulmen[report]")
+        print(f"fulmen report: {str(err).split(' Fix:')[0]} Fix: {fix}", file=sys.stderr)
         return 2
     print(f"Report written to {path}")
     return 0

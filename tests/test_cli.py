@@ -239,6 +239,6 @@ def test_save_config_callback_does_not_overwrite_another_runs_config(tmp_path):
 
 
 def test_fulmen_main_usage_and_version(capsys):
-    assert main([]) == 2 and "usage: fulmen" in capsys.readouterr().out
+    assert main([]) == 2 and "usage: fulmen" in capsys.readouterr().err  # a usage error: stderr, as argparse
     assert main(["--version"]) == 0 and capsys.readouterr().out.startswith(f"fulmen {pl.__version__}")
     assert main(["train"]) == 2 and "unknown command 'train'" in capsys.readouterr().err

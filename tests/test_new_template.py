@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,7 +38,11 @@ def test_new_project_passes_its_own_tests_and_trains(tmp_path, monkeypatch, caps
     config = load_yaml((run_dir / "config.yaml").read_text())
     assert config["trainer"]["max_epochs"] == 1 and config["data"]["num_samples"] == 256
     assert config["seed_everything"] == 42 and config["model"]["lr"] == 0.01
-    assert {p.name for p in (run_dir / "checkpoints").iterdir()} == {"epoch=0-val_acc=1.000.ckpt", "last.ckpt"}
+    # the synthetic classes overlap (issue 13): one epoch reaches about 0.85, not 1.000
+    names = {p.name for p in (run_dir / "checkpoints").iterdir()}
+    assert "last.ckpt" in names and len(names) == 2, names
+    score = float(re.fullmatch(r"epoch=0-val_acc=(\d\.\d{3})\.ckpt", (names - {"last.ckpt"}).pop()).group(1))
+    assert 0.6 <= score < 0.95, names
     assert (run_dir / "hparams.yaml").is_file() and list(run_dir.glob("events.out.tfevents.*"))
 
 

@@ -10,6 +10,7 @@ It is also importable: `run(...)` returns the numbers and paths instead of print
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import torch
 
 import fulmen as pl
 from fulmen.callbacks import EarlyStopping, ModelCheckpoint
+from fulmen.commands import command_as_typed
 
 HERE = Path(__file__).resolve().parent
 # `python examples/digits/train.py` puts this folder on sys.path, but importing train.py from
@@ -84,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     result = run(max_epochs=args.max_epochs, root_dir=args.root_dir, fast=args.fast, seed=args.seed)
     print(f"test_acc: {result['test_acc']:.4f}")
     print(f"TensorBoard logs: {result['log_dir']}")
-    print(f"  view them with: tensorboard --logdir {Path(args.root_dir) / 'lightning_logs'}")
+    # As it runs when typed here: with the README's set-up that is .venv/bin/tensorboard.
+    print(f"  view them with: {command_as_typed('tensorboard', '--logdir', str(Path(args.root_dir) / 'lightning_logs'))}")
+    if importlib.util.find_spec("matplotlib") is not None:  # `fulmen report` draws its plots with it
+        print(f"  or as one page: {command_as_typed('fulmen', 'report', result['log_dir'])}")
     print(f"best checkpoint: {result['best_model_path']}")
     if not args.fast and result["test_acc"] < MIN_TEST_ACCURACY:
         print(f"FAILED: test accuracy {result['test_acc']:.4f} is below {MIN_TEST_ACCURACY}", file=sys.stderr)

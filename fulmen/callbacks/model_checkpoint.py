@@ -320,7 +320,11 @@ class ModelCheckpoint(MonitorCallback):
 
     def _save_if_top_k(self, trainer: Any, metrics: dict[str, Any]) -> None:
         # One host sync per save decision (a trigger), never per step.
-        current = torch.as_tensor(metrics[self.monitor]).detach().to("cpu", torch.float64).reshape(())
+        current = torch.as_tensor(metrics[self.monitor]).detach().to("cpu").reshape(())
+        if not current.is_floating_point():  # an int metric ranks as the default float, as in Lightning
+            current = current.to(torch.get_default_dtype())
+        # The score keeps the logged metric's dtype (float32 unless precision=64), so
+        # best_model_score and best_k_models hold what Lightning's hold; no float64 widening.
         if trainer.strategy.distributed:  # rank 0 decides (metrics logged without sync_dist may differ by rank)
             current = trainer.strategy.broadcast(current)
         if torch.isnan(current):

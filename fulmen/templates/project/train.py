@@ -1,4 +1,4 @@
-"""Run {{project_name}}: the Trainer, its callbacks, and the command line.
+"""Run {{project_name}}: the Trainer and the command line (the experiment itself is config.yaml).
 
     python train.py fit --config config.yaml
     python train.py fit --config config.yaml --trainer.max_epochs=5 --model.lr=1e-3
@@ -24,17 +24,9 @@ from fulmen.cli import FulmenCLI  # noqa: E402
 from data import SyntheticDataModule  # noqa: E402
 from model import Classifier  # noqa: E402
 
-# Trainer settings that belong to the execution, not to the experiment. A config file or the
-# command line overrides any of them.
-TRAINER_DEFAULTS: dict[str, Any] = {
-    "max_epochs": 20,
-    "callbacks": [
-        {"class_path": "fulmen.callbacks.ModelCheckpoint",
-         "init_args": {"monitor": "val_acc", "mode": "max", "filename": "{epoch}-{val_acc:.3f}", "save_last": True}},
-        {"class_path": "fulmen.callbacks.EarlyStopping",
-         "init_args": {"monitor": "val_loss", "mode": "min", "patience": 5}},
-    ],
-}
+# Trainer settings used when neither the config file nor the command line sets them. The
+# callbacks (what is monitored, the patience) are part of the experiment: they are in config.yaml.
+TRAINER_DEFAULTS: dict[str, Any] = {"max_epochs": 20}
 
 
 def main(args: list[str] | None = None) -> FulmenCLI:
