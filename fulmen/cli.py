@@ -1,593 +1,628 @@
-"""The `fulmen` command and `FulmenCLI`, a config-driven command line like Lightning's LightningCLI.
+"""`LightningCLI`: Lightning's config-driven command line, built on jsonargparse.
 
-    fulmen doctor PATH...                  static checks for common mistakes (fulmen.doctor)
-    fulmen new NAME                        a ready project: model.py, data.py, train.py, config, test
-    fulmen report RUN_DIR                  one self-contained HTML page with the run's curves (fulmen.report)
-    fulmen fit --config cfg.yaml           fit|validate|test|predict the classes named in the config
+    # train.py
+    from fulmen.cli import LightningCLI
+    LightningCLI(MyModel, MyDataModule)
 
-In a training script:
+    $ python train.py fit --config config.yaml --trainer.max_epochs=5 --model.lr=1e-3
+    $ python train.py fit --print_config            # the complete configuration, then exit
+    $ fulmen fit --config config.yaml               # the same parser, classes named in the config
 
-    from fulmen.cli import FulmenCLI
-    FulmenCLI(Model, DataModule)           # python train.py fit --trainer.max_epochs=5 --model.lr=1e-3
+jsonargparse turns the signatures of `Trainer.__init__`, the module's and the datamodule's
+`__init__` (and of the fit/validate/test/predict methods) into the options `--trainer.*`,
+`--model.*`, `--data.*` and `--ckpt_path`, reads YAML configs of the same shape (nested
+`class_path`/`init_args`, several `--config` merged in order, environment variables with
+`default_env=True`), type-checks every value and builds the objects. This module adds what
+Lightning adds on top: the subcommands, the Lightning classes as argument groups, the optimizer
+and scheduler groups with an automatic `configure_optimizers`, seeding, and saving the config
+into the run's log directory (`SaveConfigCallback`).
 
-The arguments of `Model.__init__`, `DataModule.__init__` and `Trainer.__init__` become the options
-`--model.*`, `--data.*` and `--trainer.*`; their annotations decide how a value is read (`1e-3` is a
-float for a `float` argument and stays a string for a `str` one). `--config FILE` (repeatable) reads
-YAML files in the same shape; later arguments override earlier ones. `--print_config` prints the
-complete configuration and exits. The configuration is saved as `config.yaml` in the run's log
-directory (`SaveConfigCallback`). No dependency beyond fulmen: YAML files are read with PyYAML when
-it is installed (`pip install 'fulmen[cli]'`), else with fulmen's own reader of plain YAML.
-This module is imported only by the `fulmen` command and by scripts that use `FulmenCLI`.
+jsonargparse is the optional extra `fulmen[cli]`; it is imported by this module only, which
+`import fulmen` never loads. Without it the type aliases below still import, and building a
+parser says which extra to install.
 """
 
 from __future__ import annotations
 
-import argparse
-import difflib
-import importlib
 import inspect
-import json
 import os
+import re
 import sys
-import types
-import typing
+from collections.abc import Callable, Iterable
+from functools import partial, update_wrapper
 from pathlib import Path
-from typing import Any
+from types import MethodType
+from typing import Any, Optional, Union
 
 import torch
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
 
-from fulmen._yaml import _YAML_SPECIALS, dump_yaml, load_yaml
+from fulmen.__about__ import __version__
+from fulmen.arguments import closest_name
 from fulmen.callbacks.callback import Callback
-from fulmen.errors import CLIError
+from fulmen.datamodule import LightningDataModule
+from fulmen.errors import CLIError, MisconfigurationException
+from fulmen.hooks import is_overridden
+from fulmen.module import LightningModule
+from fulmen.seed import seed_everything
 from fulmen.trainer import Trainer
+from fulmen.utilities.rank_zero import rank_zero_warn
+
+try:
+    import jsonargparse
+    from jsonargparse import ActionConfigFile, ArgumentParser, Namespace, class_from_function
+except ImportError:  # the `cli` extra is not installed: the names below still import
+    jsonargparse = None
+    ArgumentParser = object
+    Namespace = dict
+else:
+    # torch's classes report module paths they cannot be imported from (torch.optim.adam.Adam is
+    # fine, but e.g. torch._C names are not); jsonargparse then falls back to their public paths.
+    jsonargparse.register_unresolvable_import_paths(torch)
 
 __all__ = [
-    "ArgsType", "FulmenCLI", "LRSchedulerCallable", "LightningCLI", "OptimizerCallable", "SaveConfigCallback",
-    "cli_lightning_logo", "main", "new_project",
+    "ArgsType", "FulmenCLI", "LRSchedulerCallable", "LRSchedulerTypeTuple", "LightningArgumentParser", "LightningCLI",
+    "OptimizerCallable", "ReduceLROnPlateau", "SaveConfigCallback", "cli_lightning_logo", "instantiate_class", "main",
 ]
 
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
-# For `class_path: ModelCheckpoint`: short names are looked up in these modules.
-_SHORT_NAME_MODULES = ("fulmen.callbacks", "fulmen.loggers", "fulmen", "torch.optim", "torch.optim.lr_scheduler")
+
+class ReduceLROnPlateau(torch.optim.lr_scheduler.ReduceLROnPlateau):
+    """torch's ReduceLROnPlateau with the `monitor` it reads, so that a config alone can set it up
+    (`--lr_scheduler=ReduceLROnPlateau --lr_scheduler.monitor=val_loss`)."""
+
+    def __init__(self, optimizer: Optimizer, monitor: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(optimizer, *args, **kwargs)
+        self.monitor = monitor
+
+
+# The schedulers `--lr_scheduler` accepts. torch's own ReduceLROnPlateau is left out on purpose:
+# without a monitor the Trainer could not step it.
+LRSchedulerTypeTuple = (LRScheduler, ReduceLROnPlateau)
+LRSchedulerTypeUnion = Union[LRScheduler, ReduceLROnPlateau]
+
+# For type hints in user code, as in Lightning.
+ArgsType = Optional[Union[list[str], dict[str, Any], Namespace]]
+OptimizerCallable = Callable[[Iterable], Optimizer]
+LRSchedulerCallable = Callable[[Optimizer], Union[LRScheduler, ReduceLROnPlateau]]
+
+_AUTOMATIC = "AUTOMATIC"
+
+
+def _require_jsonargparse() -> None:
+    if jsonargparse is None:
+        raise ModuleNotFoundError(
+            "LightningCLI is built on jsonargparse, which is not installed. "
+            "Fix: pip install 'fulmen[cli]' (or pip install 'jsonargparse[signatures]')."
+        )
+
+
+class LightningArgumentParser(ArgumentParser):
+    """jsonargparse's `ArgumentParser`, with argument groups for the Lightning classes, optimizers
+    and schedulers. Environment variables are named `PL_<KEY>` (`PL_FIT__TRAINER__MAX_EPOCHS`)
+    and read when `default_env=True`."""
+
+    def __init__(
+        self, *args: Any, description: str = "Lightning Trainer command line tool", env_prefix: str = "PL",
+        default_env: bool = False, **kwargs: Any,
+    ) -> None:
+        _require_jsonargparse()
+        super().__init__(*args, description=description, env_prefix=env_prefix, default_env=default_env, **kwargs)
+        self.callback_keys: list[str] = []  # groups holding a callback the Trainer gets
+        # Which groups are optimizers and schedulers, and what each links to ("AUTOMATIC": the
+        # CLI writes configure_optimizers).
+        self._optimizers: dict[str, tuple[type | tuple[type, ...], str]] = {}
+        self._lr_schedulers: dict[str, tuple[type | tuple[type, ...], str]] = {}
+
+    def add_lightning_class_args(
+        self, lightning_class: Any, nested_key: str, subclass_mode: bool = False, required: bool = True
+    ) -> list[str]:
+        """Add the `__init__` arguments of a Trainer, LightningModule, LightningDataModule or Callback
+        class (or of a function returning one) under `nested_key`. With `subclass_mode` the config
+        names the class (`class_path`/`init_args`), any subclass of the given one."""
+        if callable(lightning_class) and not isinstance(lightning_class, type):
+            lightning_class = class_from_function(lightning_class)
+        bases = (Trainer, LightningModule, LightningDataModule, Callback)
+        if not (isinstance(lightning_class, type) and issubclass(lightning_class, bases)):
+            raise MisconfigurationException(
+                f"add_lightning_class_args takes a Lightning class. Received: {lightning_class!r}. Fix: pass a "
+                "subclass of Trainer, LightningModule, LightningDataModule or Callback, or a function returning one."
+            )
+        if issubclass(lightning_class, Callback):
+            self.callback_keys.append(nested_key)
+        if subclass_mode:
+            return self.add_subclass_arguments(lightning_class, nested_key, fail_untyped=False, required=required)
+        # The Trainer is built by the CLI itself, after the callbacks are added to its arguments.
+        return self.add_class_arguments(
+            lightning_class, nested_key, fail_untyped=False, instantiate=not issubclass(lightning_class, Trainer),
+            sub_configs=True,
+        )
+
+    def add_optimizer_args(
+        self, optimizer_class: type | tuple[type, ...] = (Optimizer,), nested_key: str = "optimizer",
+        link_to: str = _AUTOMATIC,
+    ) -> None:
+        """An optimizer group: one class, or (a tuple) any subclass named in the config. Its
+        `params` are left out: they are the model's. `link_to` a module argument instead of
+        "AUTOMATIC" to inject it (e.g. into an `OptimizerCallable` argument)."""
+        self._add_optimization_group(optimizer_class, Optimizer, nested_key, link_to, "params", self._optimizers)
+
+    def add_lr_scheduler_args(
+        self, lr_scheduler_class: type | tuple[type, ...] = LRSchedulerTypeTuple, nested_key: str = "lr_scheduler",
+        link_to: str = _AUTOMATIC,
+    ) -> None:
+        """A learning-rate scheduler group, as `add_optimizer_args` (its `optimizer` is left out)."""
+        self._add_optimization_group(
+            lr_scheduler_class, LRSchedulerTypeTuple, nested_key, link_to, "optimizer", self._lr_schedulers
+        )
+
+    def _add_optimization_group(
+        self, classes: type | tuple[type, ...], base: type | tuple[type, ...], nested_key: str, link_to: str,
+        skip: str, register: dict[str, tuple[type | tuple[type, ...], str]],
+    ) -> None:
+        for cls in classes if isinstance(classes, tuple) else (classes,):
+            if not (isinstance(cls, type) and issubclass(cls, base)):
+                raise MisconfigurationException(
+                    f"The {nested_key!r} group takes subclasses of {_names(base)}. Received: {cls!r}. "
+                    f"Fix: pass e.g. {_names(base).split(' or ')[0]} or a tuple of such classes."
+                )
+        options: dict[str, Any] = {"instantiate": False, "fail_untyped": False, "skip": {skip}}
+        if isinstance(classes, tuple):
+            self.add_subclass_arguments(classes, nested_key, **options)
+        else:
+            self.add_class_arguments(classes, nested_key, sub_configs=True, **options)
+        register[nested_key] = (classes, link_to)
+
+    def error(self, message: str, ex: Exception | None = None) -> Any:
+        """jsonargparse's message, plus the nearest known option when a key is misspelt."""
+        message += _did_you_mean(message, self._known_keys())
+        return super().error(message, ex) if ex is not None else super().error(message)
+
+    def _known_keys(self) -> list[str]:
+        keys = [s.lstrip("-") for action in self._actions for s in getattr(action, "option_strings", [])]
+        return [k for k in keys if k]
+
+
+def _did_you_mean(message: str, known: list[str]) -> str:
+    """" Did you mean --trainer.max_epochs?" for the first unknown option or key named in `message`."""
+    for name in re.findall(r"--([\w.]+)|[\"']([\w.]+)[\"']", message):
+        name = next(part for part in name if part)
+        close = None if name in known else closest_name(name, known)
+        if close:
+            return f" Did you mean --{close}?"
+    return ""
+
+
+def _names(classes: type | tuple[type, ...]) -> str:
+    return " or ".join(c.__name__ for c in (classes if isinstance(classes, tuple) else (classes,)))
 
 
 class SaveConfigCallback(Callback):
-    """Write the CLI's configuration to `config.yaml` in `trainer.log_dir` when the run sets up.
+    """Write the parsed configuration as `config.yaml` into the run's log directory when it sets up.
 
-    An existing file is not overwritten (it belongs to another run) unless `overwrite=True`.
-    """
-
-    def __init__(self, config: dict[str, Any], config_filename: str = "config.yaml", overwrite: bool = False) -> None:
-        self.config, self.config_filename, self.overwrite = config, config_filename, overwrite
-        self.already_saved = False
-
-    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        if self.already_saved:
-            return
-        log_dir = trainer.log_dir  # on every rank: with several processes it is a broadcast from rank 0
-        if getattr(trainer, "global_rank", 0) != 0:
-            return
-        path = Path(log_dir) / self.config_filename
-        if path.exists() and not self.overwrite:
-            raise RuntimeError(
-                f"SaveConfigCallback would overwrite the config of another run. Received: {path} exists. Fix: use "
-                "a new log directory (the default logger makes a new version_N per run), or pass "
-                "FulmenCLI(save_config_kwargs={'overwrite': True})."
-            )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(dump_yaml(self.config), encoding="utf-8")
-        self.already_saved = True
-
-
-# --- reading values against annotations -------------------------------------------------------
-
-
-def _parse_raw(text: str) -> Any:
-    """A command-line value: JSON (numbers, lists, true/false/null), YAML's special words, else the string."""
-    if text in _YAML_SPECIALS:
-        return _YAML_SPECIALS[text]
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def _annotations(fn: Any) -> dict[str, Any]:
-    """Each parameter's annotation, resolved when possible (strings under `from __future__ import annotations`)."""
-    hints: dict[str, Any] = {}
-    namespace = getattr(inspect.unwrap(fn), "__globals__", {})
-    for name, param in inspect.signature(fn).parameters.items():
-        annotation = param.annotation
-        if isinstance(annotation, str):
-            try:
-                annotation = eval(annotation, dict(namespace))  # noqa: S307 - the user's own annotation text
-            except Exception:
-                annotation = Any
-        hints[name] = Any if annotation is inspect.Parameter.empty else annotation
-    return hints
-
-
-class _Raw(str):
-    """A value typed on the command line, kept as text until its annotation is known: `1e-3` is
-    the float 0.001 for a `float` argument and the text '1e-3' for a `str` one."""
-
-
-def _coerce(value: Any, annotation: Any, option: str) -> Any:
-    """`value` as `annotation` wants it, or a CLIError naming the option, the value and the fix."""
-    raw = str(value) if isinstance(value, _Raw) else None
-    if raw is not None:
-        value = _parse_raw(raw)
-    result = _try_coerce(value, annotation, raw)
-    if result is _NO:
-        raise CLIError(f"{option} expects {_type_name(annotation)}. Received: {value!r}. "
-                       f"Fix: pass a value of that type, e.g. {option}=...")
-    return result
-
-
-_NO = object()
-
-
-def _try_coerce(value: Any, annotation: Any, raw: str | None = None) -> Any:
-    if annotation is Any or annotation is inspect.Parameter.empty:
-        return value
-    if isinstance(value, dict) and "class_path" in value:
-        return value  # instantiated later
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin is typing.Union or origin is types.UnionType:
-        if value is None and type(None) in args:
-            return None
-        for member in sorted(args, key=lambda a: a is str):  # str last: "5" is the int 5 for `int | str`
-            result = _try_coerce(value, member, raw)
-            if result is not _NO:
-                return result
-        return _NO
-    if origin is typing.Literal:
-        return value if value in args else _NO
-    if annotation is type(None):
-        return None if value is None else _NO
-    if annotation is bool:
-        return value if isinstance(value, bool) else _NO
-    if annotation is int:
-        return value if isinstance(value, int) and not isinstance(value, bool) else _NO
-    if annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                return _NO
-        return _NO
-    if annotation is str:
-        if raw is not None:
-            return raw
-        return value if isinstance(value, str) else str(value) if isinstance(value, (int, float)) else _NO
-    if origin in (list, tuple, set) or annotation in (list, tuple, set):
-        if not isinstance(value, (list, tuple)):
-            return _NO
-        member = args[0] if args and (origin is not tuple or len(args) == 2 and args[1] is Ellipsis) else Any
-        items = [_try_coerce(v, member) for v in value]
-        return _NO if any(i is _NO for i in items) else (origin or annotation)(items)
-    if origin is dict or annotation is dict:
-        return value if isinstance(value, dict) else _NO
-    if isinstance(annotation, type) and issubclass(annotation, os.PathLike):  # kept as text: YAML-writable
-        return raw if raw is not None else value if isinstance(value, str) else _NO
-    return value  # a class or a type fulmen does not check: passed as given
-
-
-def _type_name(annotation: Any) -> str:
-    if typing.get_origin(annotation) is None and hasattr(annotation, "__name__"):
-        return annotation.__name__  # int, float, a class
-    return str(annotation).replace("typing.", "")  # list[int], int | None, Literal['a', 'b']
-
-
-def _plain(value: Any) -> Any:
-    """A default value as YAML-writable plain data."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return str(value)
-
-
-def _import(path: str) -> Any:
-    """`pkg.mod.Name`, or a short name found in fulmen's callbacks/loggers or torch.optim."""
-    if "." in path:
-        module, _, name = path.rpartition(".")
-        try:
-            return getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError) as err:
-            raise CLIError(f"cannot import class_path {path!r} ({err}). Fix: give the full dotted path, "
-                           "e.g. model.Classifier, and run from the folder that holds model.py.") from None
-    for module in _SHORT_NAME_MODULES:
-        found = getattr(importlib.import_module(module), path, None)
-        if found is not None:
-            return found
-    raise CLIError(f"unknown class_path {path!r}. Fix: use a dotted path such as mypackage.MyCallback.")
-
-
-def _check_init_args(cls: Any, init_args: dict[str, Any], class_path: str) -> None:
-    """A CLIError for an init_args key `cls` does not take (before the TypeError it would raise)."""
-    try:
-        parameters = inspect.signature(cls).parameters
-    except (TypeError, ValueError):  # a builtin without a signature: let the call decide
-        return
-    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-        return
-    for name in init_args:
-        if name not in parameters:
-            close = difflib.get_close_matches(name, list(parameters), n=1)
-            raise CLIError(f"{class_path} has no argument {name!r}. Received: init_args: {sorted(init_args)}. Fix: "
-                           f"one of {', '.join(parameters)}" + (f" (did you mean {close[0]}?)" if close else "") + ".")
-
-
-def _instantiate(value: Any) -> Any:
-    """Build `{class_path: ..., init_args: {...}}` values (also inside lists) into objects."""
-    if isinstance(value, list):
-        return [_instantiate(v) for v in value]
-    if isinstance(value, dict) and "class_path" in value:
-        cls = _import(value["class_path"])
-        init_args = value.get("init_args") or {}
-        if not isinstance(init_args, dict):
-            raise CLIError(f"init_args of {value['class_path']} must be a mapping. Received: {init_args!r}. Fix: write "
-                           "it as an indented block, or pip install 'fulmen[cli]' (PyYAML) for flow style {a: 1}.")
-        if not callable(cls):
-            raise CLIError(f"class_path {value['class_path']!r} is not a class. Received: {type(cls).__name__}. "
-                           "Fix: name a class, e.g. fulmen.callbacks.EarlyStopping.")
-        _check_init_args(cls, init_args, str(value["class_path"]))
-        return cls(**{k: _instantiate(v) for k, v in init_args.items()})
-    return value
-
-
-# --- FulmenCLI --------------------------------------------------------------------------------
-
-
-class FulmenCLI:
-    """Build the model, data module and Trainer from config files and `--section.key=value`
-    arguments, then run the subcommand, like Lightning's `LightningCLI`.
+    A `config.yaml` already there stops the run (it belongs to an earlier run) unless
+    `overwrite=True`, as in Lightning. One exception: a run that resumed from `ckpt_path="last"`
+    into the same log directory (fulmen's autoresume) keeps the file when it holds the same
+    configuration (a random `seed_everything` aside), since it is the same run.
 
     Args:
-        model_class: the LightningModule class; None to name it in the config (`model.class_path`).
-        datamodule_class: the LightningDataModule class; None for a model that has its own
-            dataloaders, or to name it in the config (`data.class_path`).
-        save_config_callback: writes the config to the run's log dir; None to not save it.
-        save_config_kwargs: passed to it, e.g. {"overwrite": True}.
-        trainer_class: the Trainer class to build.
-        trainer_defaults: Trainer arguments used unless the config or command line sets them.
-        seed_everything_default: True (a random seed, recorded in the config), an int, or False.
-        args: the arguments (default: sys.argv[1:]); a dict is taken as the parsed config.
-        run: run the subcommand (the first argument); with False there is no subcommand and the
-            caller uses `cli.trainer`, `cli.model` and `cli.datamodule` itself.
+        parser: the parser that read `config` (it writes the file).
+        config: the configuration to save.
+        config_filename: the file's name in the log directory.
+        overwrite: replace an existing file.
+        multifile: keep the structure of several input config files.
+        save_to_log_dir: False to save only in an overridden `save_config` (e.g. to a logger).
+    """
 
-    Example (train.py):
-        >>> cli = FulmenCLI(Model, DataModule)  # doctest: +SKIP
-        $ python train.py fit --config config.yaml --trainer.max_epochs=5 --model.lr=1e-3
+    def __init__(
+        self, parser: LightningArgumentParser, config: Namespace, config_filename: str = "config.yaml",
+        overwrite: bool = False, multifile: bool = False, save_to_log_dir: bool = True,
+    ) -> None:
+        self.parser, self.config, self.config_filename = parser, config, config_filename
+        self.overwrite, self.multifile, self.save_to_log_dir = overwrite, multifile, save_to_log_dir
+        self.already_saved = False
+        if not save_to_log_dir and not is_overridden("save_config", self, SaveConfigCallback):
+            raise ValueError(
+                "SaveConfigCallback(save_to_log_dir=False) saves nothing unless a subclass implements save_config. "
+                "Received: save_to_log_dir=False without a save_config override. Fix: override save_config, or pass "
+                "LightningCLI(save_config_callback=None) to save no config."
+            )
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self.already_saved:
+            return
+        if self.save_to_log_dir:
+            log_dir = trainer.log_dir
+            path = os.path.join(log_dir, self.config_filename)
+            verdict = self._existing_file_verdict(trainer, path) if trainer.is_global_zero else None
+            verdict = trainer.strategy.broadcast(verdict)
+            if verdict == "refuse":
+                raise RuntimeError(
+                    f"{type(self).__name__} expected {path} to NOT exist: it holds the config of an earlier run, "
+                    "and writing over it would lose it. Fix: delete it, use another log directory, "
+                    "set LightningCLI(save_config_callback=None) to save no config, or "
+                    'LightningCLI(save_config_kwargs={"overwrite": True}) to replace it.'
+                )
+            if trainer.is_global_zero and verdict != "keep":
+                os.makedirs(log_dir, exist_ok=True)  # no logger has written into it yet
+                self.parser.save(self.config, path, skip_none=False, overwrite=self.overwrite, multifile=self.multifile)
+        if trainer.is_global_zero:
+            self.save_config(trainer, pl_module, stage)
+            self.already_saved = True
+        self.already_saved = trainer.strategy.broadcast(self.already_saved)
+
+    def _existing_file_verdict(self, trainer: Trainer, path: str) -> str | None:
+        """None: write the file; "keep": the same run's file is there; "refuse": another run's is."""
+        if self.overwrite or not os.path.isfile(path):
+            return None
+        logger = trainer.logger
+        if trainer.ckpt_path is not None and getattr(logger, "_resume_step", None) is not None:
+            import yaml
+
+            with open(path, encoding="utf-8") as f:
+                saved = yaml.safe_load(f) or {}
+            current = yaml.safe_load(self.parser.dump(self.config, skip_none=False)) or {}
+            saved.pop("seed_everything", None), current.pop("seed_everything", None)
+            if saved == current:
+                return "keep"
+        return "refuse"
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Override to save the config somewhere else too (runs on rank 0 only, so no collectives here)."""
+
+
+class LightningCLI:
+    """Build the model, the datamodule and the Trainer from the command line and config files, then
+    run the subcommand (fit, validate, test or predict).
+
+    Args:
+        model_class: the LightningModule class (or a function returning one); None: any, named in
+            the config (`model.class_path`).
+        datamodule_class: the LightningDataModule class; None: any or none, named in the config.
+        save_config_callback: the callback that saves the config; None to save nothing.
+        save_config_kwargs: its arguments, e.g. `{"overwrite": True}`.
+        trainer_class: the Trainer class (or a function returning one).
+        trainer_defaults: Trainer arguments used unless the config or the command line sets them.
+        seed_everything_default: the `--seed_everything` default: an int, True (a random seed,
+            recorded in the saved config) or False (no seeding).
+        parser_kwargs: arguments of the parsers, e.g. `{"default_env": True}`, or per subcommand
+            (`{"fit": {"default_config_files": ["fit.yaml"]}}`).
+        parser_class: the parser class.
+        subclass_mode_model: accept any subclass of `model_class`, named in the config.
+        subclass_mode_data: the same for `datamodule_class`.
+        args: the arguments instead of `sys.argv[1:]`: a list of strings, or a dict (or Namespace)
+            shaped like a config.
+        run: parse a subcommand and run it; with False there is no subcommand, and the caller uses
+            `cli.trainer`, `cli.model` and `cli.datamodule`.
+        auto_configure_optimizers: add `--optimizer`/`--lr_scheduler`, and write the model's
+            `configure_optimizers` when the config names an optimizer.
+        load_from_checkpoint_support: with `--ckpt_path`, read the model's hyperparameters from it.
     """
 
     def __init__(
         self,
-        model_class: type | None = None,
-        datamodule_class: type | None = None,
+        model_class: type[LightningModule] | Callable[..., LightningModule] | None = None,
+        datamodule_class: type[LightningDataModule] | Callable[..., LightningDataModule] | None = None,
         save_config_callback: type[SaveConfigCallback] | None = SaveConfigCallback,
         save_config_kwargs: dict[str, Any] | None = None,
-        trainer_class: type = Trainer,
+        trainer_class: type[Trainer] | Callable[..., Trainer] = Trainer,
         trainer_defaults: dict[str, Any] | None = None,
         seed_everything_default: bool | int = True,
-        args: list[str] | dict[str, Any] | None = None,
+        parser_kwargs: dict[str, Any] | dict[str, dict[str, Any]] | None = None,
+        parser_class: type[LightningArgumentParser] = LightningArgumentParser,
+        subclass_mode_model: bool = False,
+        subclass_mode_data: bool = False,
+        args: ArgsType = None,
         run: bool = True,
-        description: str | None = None,
+        auto_configure_optimizers: bool = True,
+        load_from_checkpoint_support: bool = True,
     ) -> None:
-        self.model_class, self.datamodule_class, self.trainer_class = model_class, datamodule_class, trainer_class
-        self.description = description or (model_class.__doc__ or "").strip().split("\n")[0] or "Train a model."
-        args = sys.argv[1:] if args is None else args
-        self.subcommand: str | None = None
-        if run and not isinstance(args, dict):
-            if not args or args[0] in ("-h", "--help"):
-                self._print_help()
-                raise SystemExit(0 if args else 2)
-            if args[0] not in SUBCOMMANDS:
-                raise CLIError(f"the first argument must be a subcommand. Received: {args[0]!r}. "
-                               f"Fix: one of {', '.join(SUBCOMMANDS)}, e.g. `fit --config config.yaml`.")
-            self.subcommand, args = args[0], args[1:]
-        self.config = self._defaults(trainer_defaults or {}, seed_everything_default)
-        print_config = False
-        if isinstance(args, dict):
-            self._merge_tree(args, "")
-        else:
-            print_config = self._apply_args(list(args))
-        self._finish_config()
-        if print_config:
-            sys.stdout.write(dump_yaml(self.config))
-            raise SystemExit(0)
-        self._instantiate_all(save_config_callback, save_config_kwargs or {})
+        _require_jsonargparse()
+        self.save_config_callback = save_config_callback
+        self.save_config_kwargs = save_config_kwargs or {}
+        self.trainer_class = trainer_class
+        self.trainer_defaults = trainer_defaults or {}
+        self.seed_everything_default = seed_everything_default
+        self.parser_kwargs = parser_kwargs or {}
+        self.parser_class = parser_class
+        self.auto_configure_optimizers = auto_configure_optimizers
+        # Without a class, any module (datamodule) can be named in the config.
+        self.model_class, self.datamodule_class = model_class, datamodule_class
+        self._model_class = model_class or LightningModule
+        self._datamodule_class = datamodule_class or LightningDataModule
+        self.subclass_mode_model = model_class is None or subclass_mode_model
+        self.subclass_mode_data = datamodule_class is None or subclass_mode_data
+
+        main_kwargs, subcommand_kwargs = self._split_parser_kwargs(self.parser_kwargs)
+        self.setup_parser(run, main_kwargs, subcommand_kwargs)
+        self.parse_arguments(self.parser, args)
+        if load_from_checkpoint_support:
+            self._hparams_from_checkpoint()
+        self.subcommand: str | None = self.config["subcommand"] if run else None
+        self._set_seed()
+        self.before_instantiate_classes()
+        self.instantiate_classes()
+        self.after_instantiate_classes()
         if self.subcommand is not None:
-            self.result = self._run_subcommand()
+            self._run_subcommand(self.subcommand)
 
-    # --- the configuration ------------------------------------------------------------------
-    def _section_fn(self, section: str) -> Any:
-        if section == "trainer":
-            return self.trainer_class.__init__
-        cls = self.model_class if section == "model" else self.datamodule_class
-        if cls is None:
-            node = self.config.get(section)
-            if isinstance(node, dict) and "class_path" in node:
-                if not node["class_path"]:  # values given, no class to give them to
-                    raise CLIError(
-                        f"the config sets {section} arguments but names no {section} class. Received: "
-                        f"{section}: {sorted(node['init_args'])} without class_path. Fix: add `class_path: "
-                        f"module.Class` under {section}: (its arguments under `init_args:`), pass "
-                        f"--{section}.class_path=module.Class, or run the project's own script (python train.py "
-                        "fit --config ...), which names the classes itself.")
-                cls = _import(node["class_path"])
-        return None if cls is None else cls.__init__
+    # --- the parsers ---------------------------------------------------------------------------
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """The subcommands, each with the Trainer method arguments the CLI fills in itself."""
+        return {
+            "fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule"},
+            "validate": {"model", "dataloaders", "datamodule"},
+            "test": {"model", "dataloaders", "datamodule"},
+            "predict": {"model", "dataloaders", "datamodule"},
+        }
 
-    def _subclass_mode(self, section: str) -> bool:
-        return (self.model_class if section == "model" else self.datamodule_class) is None
+    def _split_parser_kwargs(self, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        names = self.subcommands().keys()
+        return ({k: v for k, v in kwargs.items() if k not in names}, {k: v for k, v in kwargs.items() if k in names})
 
-    def _defaults(self, trainer_defaults: dict[str, Any], seed: bool | int) -> dict[str, Any]:
-        config: dict[str, Any] = {"seed_everything": seed}
-        config["trainer"] = {name: _plain(p.default) for name, p in self._parameters(self.trainer_class.__init__)}
-        # Objects among the defaults (callback instances) appear in the printed/saved config as text
-        # and are passed to the Trainer as they are, unless the config or command line replaces them.
-        self._trainer_objects = {k: v for k, v in trainer_defaults.items() if _plain(v) != v}
-        config["trainer"].update({k: _plain(v) for k, v in trainer_defaults.items()})
-        for section, cls in (("model", self.model_class), ("data", self.datamodule_class)):
-            if cls is not None:
-                config[section] = {name: None if p.default is inspect.Parameter.empty else _plain(p.default)
-                                   for name, p in self._parameters(cls.__init__)}
-        if self.subcommand is not None:
-            config["ckpt_path"] = None
-        return config
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        """A new parser with `-c/--config`."""
+        kwargs.setdefault("dump_header", [f"fulmen=={__version__}"])
+        parser = self.parser_class(**kwargs)
+        parser.add_argument("-c", "--config", action=ActionConfigFile,
+                            help="Path to a configuration file in json or yaml format.")
+        return parser
+
+    def setup_parser(self, add_subcommands: bool, main_kwargs: dict[str, Any], subcommand_kwargs: dict[str, Any]) -> None:
+        """The main parser, with one sub-parser per subcommand (or, with `run=False`, the arguments directly)."""
+        self.parser = self.init_parser(**main_kwargs)
+        if not add_subcommands:
+            self._add_arguments(self.parser)
+            return
+        self._subcommand_parsers: dict[str, LightningArgumentParser] = {}
+        self._subcommand_method_arguments: dict[str, list[str]] = {}
+        subcommands = self.parser.add_subcommands()
+        trainer_class = self.trainer_class if isinstance(self.trainer_class, type) else class_from_function(self.trainer_class)
+        for name, skip in self.subcommands().items():
+            method = getattr(trainer_class, name)
+            description = _first_line(method)
+            kwargs = dict(subcommand_kwargs.get(name, {}))
+            kwargs.setdefault("description", description)
+            parser = self.init_parser(**kwargs)
+            self._add_arguments(parser)
+            # The method's own arguments (ckpt_path, verbose, ...), as top-level options.
+            self._subcommand_method_arguments[name] = parser.add_method_arguments(trainer_class, name, skip=set(skip))
+            self._subcommand_parsers[name] = parser
+            subcommands.add_subcommand(name, parser, help=description)
+
+    def _add_arguments(self, parser: LightningArgumentParser) -> None:
+        self.add_default_arguments_to_parser(parser)
+        self.add_core_arguments_to_parser(parser)
+        self.add_arguments_to_parser(parser)
+        if self.auto_configure_optimizers:
+            if not parser._optimizers:  # unless add_arguments_to_parser added its own
+                parser.add_optimizer_args((Optimizer,))
+            if not parser._lr_schedulers:
+                parser.add_lr_scheduler_args(LRSchedulerTypeTuple)
+        self.link_optimizers_and_lr_schedulers(parser)
+
+    def add_default_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """`--seed_everything`."""
+        parser.add_argument(
+            "--seed_everything", type=Union[bool, int], default=self.seed_everything_default,
+            help="Set to an int to run seed_everything with this value before classes instantiation."
+                 "Set to True to use a random seed.",
+        )
+
+    def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """The `trainer`, `model` and `data` groups."""
+        parser.add_lightning_class_args(self.trainer_class, "trainer")
+        parser.set_defaults({f"trainer.{k}": v for k, v in self.trainer_defaults.items() if k != "callbacks"})
+        parser.add_lightning_class_args(self._model_class, "model", subclass_mode=self.subclass_mode_model)
+        # Without a datamodule class the data group is optional: the module may have its own loaders.
+        parser.add_lightning_class_args(
+            self._datamodule_class, "data", subclass_mode=self.subclass_mode_data,
+            required=self.datamodule_class is not None,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Override to add arguments or `parser.link_arguments(...)` (called for each subcommand's parser)."""
 
     @staticmethod
-    def _parameters(fn: Any) -> list[tuple[str, inspect.Parameter]]:
-        return [(n, p) for n, p in list(inspect.signature(fn).parameters.items())[1:]
-                if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-
-    def _apply_args(self, args: list[str]) -> bool:
-        """Apply `--key value`/`--key=value` arguments in order; return whether --print_config was given."""
-        print_config = False
-        i = 0
-        while i < len(args):
-            arg = args[i]
-            if arg in ("-h", "--help"):
-                self._print_help()
-                raise SystemExit(0)
-            if not arg.startswith("--") and arg != "-c":
-                raise CLIError(f"unexpected argument {arg!r}. Fix: options look like --trainer.max_epochs=5.")
-            key, has_value, value = arg.lstrip("-").partition("=")
-            if key == "print_config":
-                print_config = True
-                i += 1
+    def link_optimizers_and_lr_schedulers(parser: LightningArgumentParser) -> None:
+        """Link each optimizer and scheduler group that names a `link_to` target to it."""
+        for key, (classes, link_to) in {**parser._optimizers, **parser._lr_schedulers}.items():
+            if link_to == _AUTOMATIC:
                 continue
-            if not has_value:
-                if i + 1 >= len(args):
-                    raise CLIError(f"{arg} needs a value. Fix: {arg}=VALUE or {arg} VALUE.")
-                value, i = args[i + 1], i + 1
-            i += 1
-            if key in ("config", "c"):
-                path = Path(value)
-                if not path.is_file():
-                    raise CLIError(f"config file not found. Received: --config {value}. Fix: check the path.")
-                try:
-                    loaded = load_yaml(path.read_text(encoding="utf-8")) or {}
-                except Exception as err:  # PyYAML's YAMLError or the subset reader's ValueError
-                    where = getattr(err, "problem_mark", None)
-                    line = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
-                    reason = getattr(err, "problem", None) or str(err).splitlines()[0]
-                    raise CLIError(f"the config file is not valid YAML{line}: {reason}. Received: --config {value}. "
-                                   "Fix: correct the YAML there (indent nested keys by two spaces).") from None
-                if not isinstance(loaded, dict):
-                    raise CLIError(f"a config file must hold a mapping. Received: {type(loaded).__name__} in {value}. "
-                                   "Fix: write it as keys: trainer:, model:, data: (see --print_config).")
-                if self.subcommand in loaded and isinstance(loaded[self.subcommand], dict):
-                    loaded = loaded[self.subcommand]  # Lightning's layout with the subcommand as top key
-                self._merge_tree(loaded, "")
+            if isinstance(classes, tuple):  # the config names the class: pass its class_path on
+                parser.link_arguments(key, link_to)
             else:
-                self._set(key, _Raw(value), f"--{key}")
-        return print_config
+                parser.link_arguments(key, link_to, compute_fn=partial(_with_class_path, classes))
 
-    def _merge_tree(self, tree: dict[str, Any], prefix: str) -> None:
-        for key, value in tree.items():
-            dotted = f"{prefix}{key}"
-            if isinstance(value, dict) and dotted in ("trainer", "model", "data") and "class_path" not in value:
-                self._merge_tree(value, dotted + ".")
-            elif dotted in ("model", "data") and isinstance(value, dict):
-                init_args = value.get("init_args") or {}
-                if not isinstance(init_args, dict):
-                    raise CLIError(f"{dotted}.init_args must be a mapping. Received: {init_args!r}. Fix: write it as "
-                                   "an indented block, or pip install 'fulmen[cli]' (PyYAML) for flow style {a: 1}.")
-                self._set(f"{dotted}.class_path", value["class_path"], dotted)
-                self._merge_tree(init_args, dotted + ".init_args.")
-            else:
-                self._set(dotted, value, dotted)
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        """Parse `args` (default: the command line) into `self.config`."""
+        if args is not None and len(sys.argv) > 1:
+            rank_zero_warn(
+                "LightningCLI got both args= and command-line arguments; args= is meant to replace the command line, "
+                f"and the command line is ignored. Received: sys.argv[1:]={sys.argv[1:]}, args={args}."
+            )
+        if isinstance(args, (dict, Namespace)):
+            self.config = parser.parse_object(args)
+        else:
+            self.config = parser.parse_args(args)
 
-    def _set(self, key: str, value: Any, option: str) -> None:
-        section, _, name = key.partition(".")
-        if section in ("seed_everything", "ckpt_path") and not name:
-            self.config[section] = _parse_raw(value) if isinstance(value, _Raw) else value
+    def _hparams_from_checkpoint(self) -> None:
+        """With `--ckpt_path FILE`, the model's hyperparameters saved in it fill the model group."""
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
             return
-        if section not in ("trainer", "model", "data") or not name:
-            raise CLIError(f"unknown option {option}. Fix: use --config, --print_config, --seed_everything, "
-                           "--ckpt_path or --trainer.*, --model.*, --data.* options (see --help).")
-        if section != "trainer" and not self._subclass_mode(section):
-            if name == "class_path":  # a config written for `fulmen fit`: it must name this script's class
-                self._check_fixed_class(section, value)
-                return
-            name = name.removeprefix("init_args.")
-        if section != "trainer" and self._subclass_mode(section):
-            node = self.config.setdefault(section, {"class_path": None, "init_args": {}})
-            if name == "class_path":
-                node["class_path"] = str(value)
-            else:
-                node["init_args"][name.removeprefix("init_args.")] = value
+        ckpt_path = self.config[subcommand].get("ckpt_path")
+        if not ckpt_path or not Path(ckpt_path).is_file():
             return
-        self.config.setdefault(section, {})[name] = value
+        from fulmen.checkpoint import load_checkpoint
 
-    def _check_fixed_class(self, section: str, class_path: Any) -> None:
-        fixed = self.model_class if section == "model" else self.datamodule_class
-        named = _import(str(class_path))
-        if named is not fixed:
-            raise CLIError(
-                f"{section}.class_path names another class than this script builds. Received: "
-                f"class_path={class_path!r}; the script builds {fixed.__module__}.{fixed.__qualname__}. Fix: "
-                f"name that class, drop class_path from {section}:, or run `fulmen fit --config ...`, which builds "
-                "the classes a config names.")
-
-    def _finish_config(self) -> None:
-        """Check every option against the signature it goes to, and convert the values."""
-        for section in ("trainer", "model", "data"):
-            fn = self._section_fn(section)
-            node = self.config.get(section)
-            if node is None:
-                continue
-            if fn is None:
-                raise CLIError(f"{section} options were given but there is no {section} class. Fix: pass the class "
-                               f"to FulmenCLI, or name it with --{section}.class_path=module.Class.")
-            values = node["init_args"] if self._subclass_mode(section) and section != "trainer" else node
-            hints = _annotations(fn)
-            known = dict(self._parameters(fn))
-            for name in list(values):
-                if name not in known:
-                    close = difflib.get_close_matches(name, list(known), n=1)
-                    raise CLIError(f"unknown option --{section}.{name}. Fix: one of {', '.join(sorted(known))}"
-                                   + (f" (did you mean {close[0]}?)" if close else "") + ".")
-                values[name] = _coerce(values[name], hints.get(name, Any), f"--{section}.{name}")
-            if self._subclass_mode(section) and section != "trainer":  # fill in the class's defaults
-                for name, param in known.items():
-                    if name not in values and param.default is not inspect.Parameter.empty:
-                        values[name] = _plain(param.default)
-        seed = self.config.get("seed_everything")
-        if not isinstance(seed, (bool, int)):
-            raise CLIError(f"--seed_everything expects true, false or an int. Received: {seed!r}.")
-
-    # --- building and running -------------------------------------------------------------------
-    def _build(self, section: str, cls: type | None) -> Any:
-        node = self.config.get(section)
-        if node is None:
-            return None
-        if cls is None:
-            cls, node = _import(node["class_path"]), node["init_args"]
-        missing = [n for n, p in self._parameters(cls.__init__) if p.default is inspect.Parameter.empty
-                   and node.get(n) is None]
-        if missing:
-            raise CLIError(f"{cls.__name__} needs {', '.join(missing)}. Received: no value. Fix: "
-                           + " ".join(f"--{section}.{n}=..." for n in missing) + ", or set it in the config file.")
-        return cls(**self._changed(cls.__init__, node))
-
-    def _changed(self, fn: Any, values: dict[str, Any]) -> dict[str, Any]:
-        """The arguments to pass: those not equal to the (plain form of the) default, so defaults
-        that are not plain data (signal tuples, classes) reach the constructor unchanged."""
-        defaults = {n: p.default for n, p in self._parameters(fn)}
-        return {k: _instantiate(v) for k, v in values.items()
-                if k not in defaults or defaults[k] is inspect.Parameter.empty or v != _plain(defaults[k])}
-
-    def _instantiate_all(self, save_config_callback: Any, save_config_kwargs: dict[str, Any]) -> None:
-        import fulmen
-
-        seed = self.config["seed_everything"]
-        if seed is not False:
-            self.config["seed_everything"] = fulmen.seed_everything(None if seed is True else seed)
-        self.model = self._build("model", self.model_class)
-        self.datamodule = self._build("data", self.datamodule_class)
-        trainer_kwargs = self._changed(self.trainer_class.__init__, self.config["trainer"])
-        for name, original in self._trainer_objects.items():
-            if self.config["trainer"].get(name) == _plain(original):
-                trainer_kwargs[name] = original
-        callbacks = trainer_kwargs.get("callbacks") or []
-        callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
-        if save_config_callback is not None and self.subcommand is not None:
-            callbacks.append(save_config_callback(self.config, **save_config_kwargs))
-        trainer_kwargs["callbacks"] = callbacks
-        from fulmen.errors import MisconfigurationException
-
+        hparams = dict(load_checkpoint(ckpt_path, map_location="cpu").get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
         try:
-            self.trainer = self.trainer_class(**trainer_kwargs)
-        except (MisconfigurationException, ValueError) as err:  # fulmen's own argument checks: say them as usage
-            raise CLIError(f"the trainer options cannot work together: {err}") from None
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        except SystemExit:
+            sys.stderr.write(f"The hyperparameters saved in {ckpt_path} do not fit the model's arguments.\n")
+            raise
 
-    def _run_subcommand(self) -> Any:
-        if self.model is None:
-            raise CLIError("no model to run. Fix: pass the model class to FulmenCLI, or set model.class_path in "
-                           "the config.")
-        ckpt_path = self.config.get("ckpt_path")
-        self._check_ckpt_path(ckpt_path)
-        method = getattr(self.trainer, self.subcommand)
-        return method(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
-
-    def _check_ckpt_path(self, ckpt_path: Any) -> None:
-        """The --ckpt_path mistakes a new process can see before it builds anything on it."""
-        if ckpt_path is None or not isinstance(ckpt_path, str):
+    def _set_seed(self) -> None:
+        seed = self._get(self.config, "seed_everything")
+        if seed is False:
             return
-        if ckpt_path == "best" and self.subcommand != "fit":
-            raise CLIError(f"--ckpt_path best means the best checkpoint of a fit in this same process; `"
-                           f"{self.subcommand}` starts a new one. Received: --ckpt_path best. Fix: pass the "
-                           "checkpoint file, e.g. --ckpt_path runs/lightning_logs/version_0/checkpoints/last.ckpt.")
-        if ckpt_path not in ("best", "last", "hpc", "registry") and "://" not in ckpt_path \
-                and not ckpt_path.startswith("registry:") and not Path(ckpt_path).exists():
-            raise CLIError(f"checkpoint file not found. Received: --ckpt_path {ckpt_path}. Fix: check the path "
-                           "(relative to the current folder), or use --ckpt_path last.")
+        seed = seed_everything(None if seed is True else seed, workers=True)
+        # The seed drawn is recorded, so that the saved config reproduces the run.
+        (self.config[self.subcommand] if self.subcommand else self.config)["seed_everything"] = seed
 
-    def _print_help(self) -> None:
-        prog = Path(sys.argv[0]).name
-        lines = [f"usage: {prog} {{{','.join(SUBCOMMANDS)}}} [--config FILE] [--print_config] "
-                 "[--SECTION.KEY=VALUE ...]",
-                 "", self.description, "", "options:",
-                 "  --config FILE, -c FILE   YAML with trainer:, model:, data:, seed_everything:, ckpt_path: "
-                 "(repeatable)",
-                 "  --print_config           print the complete configuration and exit",
-                 "  --seed_everything VALUE  true (random seed, recorded), false, or an int",
-                 "  --ckpt_path PATH         checkpoint to resume from or evaluate (also 'best', 'last')"]
-        for section in ("model", "data", "trainer"):
-            fn = self._section_fn(section)
-            if fn is None:
-                lines += ["", f"{section}:", f"  --{section}.class_path=module.Class  and --{section}.ARG=VALUE"]
-                continue
-            hints = _annotations(fn)
-            lines += ["", f"{section}:"]
-            for name, param in self._parameters(fn):
-                default = "required" if param.default is inspect.Parameter.empty else f"default: {param.default!r}"
-                lines.append(f"  --{section}.{name} {_type_name(hints.get(name, Any))}  ({default})")
-        print("\n".join(lines))
+    # --- building and running --------------------------------------------------------------------
+    def before_instantiate_classes(self) -> None:
+        """Override to run code after parsing, before the classes are built."""
+
+    def instantiate_classes(self) -> None:
+        """Build the datamodule, the model (with its configure_optimizers) and the Trainer."""
+        self.config_init = self.parser.instantiate_classes(self.config)
+        self.datamodule = self._get(self.config_init, "data")
+        self.model = self._get(self.config_init, "model")
+        self._add_configure_optimizers_method_to_model(self.subcommand)
+        self.trainer = self.instantiate_trainer()
+
+    def after_instantiate_classes(self) -> None:
+        """Override to run code after the classes are built."""
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The Trainer from its config group (and `kwargs`), with the callbacks of callback groups,
+        `trainer_defaults["callbacks"]` and the SaveConfigCallback added."""
+        extra = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
+        config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        return self._instantiate_trainer(config, extra)
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        if "callbacks" not in inspect.signature(self.trainer_class).parameters and "callbacks" not in config:
+            rank_zero_warn(f"{self.trainer_class.__qualname__} takes no `callbacks`, so the CLI's callbacks are not added.")
+            return self.trainer_class(**config)
+        given = config.get("callbacks")
+        config["callbacks"] = [] if given is None else list(given) if isinstance(given, list) else [given]
+        config["callbacks"] += callbacks
+        default = self.trainer_defaults.get("callbacks")
+        if default is not None:
+            config["callbacks"] += default if isinstance(default, list) else [default]
+        if self.save_config_callback and not config.get("fast_dev_run", False):
+            config["callbacks"].append(self.save_config_callback(
+                self._parser(self.subcommand), self.config.get(str(self.subcommand), self.config),
+                **self.save_config_kwargs,
+            ))
+        return self.trainer_class(**config)
+
+    @staticmethod
+    def configure_optimizers(
+        lightning_module: LightningModule, optimizer: Optimizer, lr_scheduler: LRSchedulerTypeUnion | None = None
+    ) -> Any:
+        """What the model's `configure_optimizers` returns when the config names the optimizer;
+        override to change it."""
+        if lr_scheduler is None:
+            return optimizer
+        if isinstance(lr_scheduler, ReduceLROnPlateau):
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": lr_scheduler, "monitor": lr_scheduler.monitor}}
+        return [optimizer], [lr_scheduler]
+
+    def _add_configure_optimizers_method_to_model(self, subcommand: str | None) -> None:
+        """When the config names an optimizer (and maybe a scheduler) of an "AUTOMATIC" group,
+        replace the model's configure_optimizers with one that builds them."""
+        if not self.auto_configure_optimizers:
+            return
+        parser = self._parser(subcommand)
+        optimizers = _automatic_keys(parser._optimizers, Optimizer)
+        schedulers = _automatic_keys(parser._lr_schedulers, LRSchedulerTypeTuple)
+        if not optimizers:
+            return
+        if len(optimizers) > 1 or len(schedulers) > 1:
+            raise MisconfigurationException(
+                "LightningCLI writes configure_optimizers for one optimizer and at most one scheduler group. "
+                f"Received: automatic groups {optimizers + schedulers}. Fix: pass link_to= for the others and "
+                "write configure_optimizers yourself."
+            )
+        optimizer_init = self._group_init(parser._optimizers, optimizers[0])
+        if not optimizer_init:
+            return  # the group was added automatically and the config names no optimizer
+        scheduler_init = self._group_init(parser._lr_schedulers, schedulers[0]) if schedulers else None
+        if is_overridden("configure_optimizers", self.model):
+            rank_zero_warn(
+                f"`{type(self.model).__name__}.configure_optimizers` will be overridden by "
+                f"`{type(self).__name__}.configure_optimizers`."
+            )
+        optimizer = instantiate_class(self.model.parameters(), optimizer_init)
+        scheduler = instantiate_class(optimizer, scheduler_init) if scheduler_init else None
+        method = partial(self.configure_optimizers, optimizer=optimizer, lr_scheduler=scheduler)
+        update_wrapper(method, self.configure_optimizers)  # `is_overridden` reads its __qualname__
+        self.model.configure_optimizers = MethodType(method, self.model)
+
+    def _group_init(self, register: dict[str, Any], key: str) -> dict[str, Any] | None:
+        init = self._get(self.config_init, key)
+        classes = register[key][0]
+        return init if isinstance(classes, tuple) else _with_class_path(classes, init)
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """`before_<subcommand>()`, the subcommand (a method of this class of that name, or the
+        Trainer's), then `after_<subcommand>()`."""
+        before = getattr(self, f"before_{subcommand}", None)
+        if callable(before):
+            before()
+        fn = getattr(self, subcommand, getattr(self.trainer, subcommand))
+        fn(**self._prepare_subcommand_kwargs(subcommand))
+        after = getattr(self, f"after_{subcommand}", None)
+        if callable(after):
+            after()
+
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+        kwargs = {k: v for k, v in self.config_init[subcommand].items() if k in self._subcommand_method_arguments[subcommand]}
+        kwargs["model"] = self.model
+        if self.datamodule is not None:
+            kwargs["datamodule"] = self.datamodule
+        return kwargs
+
+    def _parser(self, subcommand: str | None) -> LightningArgumentParser:
+        return self.parser if subcommand is None else self._subcommand_parsers[subcommand]
+
+    def _get(self, config: Namespace, key: str, default: Any = None) -> Any:
+        """`config[key]`, inside the subcommand's part when there is one."""
+        return config.get(str(self.subcommand), config).get(key, default)
 
 
-# --- `fulmen new` -------------------------------------------------------------------------------
-
-TEMPLATE_DIR = Path(__file__).resolve().parent / "templates" / "project"
+FulmenCLI = LightningCLI  # fulmen's earlier name
 
 
-def new_project(name: str, parent: str | Path = ".") -> Path:
-    """Create the folder `parent/name` from fulmen/templates/project and return its path."""
-    if not name.isidentifier():
-        raise CLIError(f"a project name must be a Python identifier. Received: {name!r}. Fix: e.g. "
-                       f"{''.join(c if c.isalnum() else '_' for c in name).lstrip('0123456789') or 'my_project'}.")
-    target = Path(parent) / name
-    if target.exists() and any(target.iterdir()):
-        raise CLIError(f"{target} already exists and is not empty. Fix: choose another name or folder.")
-    target.mkdir(parents=True, exist_ok=True)
-    for source in sorted(TEMPLATE_DIR.iterdir()):
-        if source.is_file() and not source.name.startswith(("_", ".")):
-            text = source.read_text(encoding="utf-8").replace("{{project_name}}", name)
-            text = text.replace("{{activate_line}}\n", _activate_line(target))
-            (target / source.name).write_text(text, encoding="utf-8")
-    return target
+def _automatic_keys(register: dict[str, tuple[type | tuple[type, ...], str]], base: type | tuple[type, ...]) -> list[str]:
+    keys = []
+    for key, (classes, link_to) in register.items():
+        classes = classes if isinstance(classes, tuple) else (classes,)
+        if link_to == _AUTOMATIC and any(issubclass(c, base) for c in classes):
+            keys.append(key)
+    return keys
 
 
-def _activate_line(project: Path) -> str:
-    """The README's first command when fulmen runs from a virtual environment that is not active:
-    activating it makes `python`, `fulmen` and `tensorboard` below run as written."""
-    from fulmen.commands import inactive_venv_bin
-
-    bin_dir = inactive_venv_bin("python", project)
-    if bin_dir is None:
-        return ""
-    command = f"source {os.path.join(bin_dir, 'activate')}"
-    return f"{command:<66}# the environment fulmen is installed in\n"
+def _with_class_path(cls: type, init_args: Any = None) -> dict[str, Any]:
+    """A group of one fixed class holds only its arguments; give them the class's path."""
+    if isinstance(init_args, Namespace):
+        init_args = init_args.as_dict()
+    return {"class_path": f"{cls.__module__}.{cls.__name__}", "init_args": init_args or {}}
 
 
-# --- the `fulmen` command ------------------------------------------------------------------------
+def instantiate_class(args: Any, init: dict[str, Any]) -> Any:
+    """Build `init["class_path"]` with the positional `args` (one value or a tuple) and `init["init_args"]`."""
+    import importlib
+
+    module_name, _, class_name = init["class_path"].rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(*(args if isinstance(args, tuple) else (args,)), **init.get("init_args", {}))
+
+
+def _first_line(obj: Any) -> str | None:
+    doc = inspect.getdoc(obj)
+    return doc.strip().splitlines()[0] if doc else None
+
 
 LIGHTNING_LOGO = r"""
     ___       __
@@ -598,15 +633,16 @@ LIGHTNING_LOGO = r"""
 
 
 def cli_lightning_logo() -> None:
-    """Lightning's `cli_lightning_logo()`: what its example scripts print first. fulmen prints its own name."""
-    print(f"\n{LIGHTNING_LOGO}\n  fulmen: the Lightning API on a small loop\n")
+    """Print the logo Lightning's CLI prints (fulmen's line in its place)."""
+    print(LIGHTNING_LOGO)
 
 
-# `lightning.pytorch.cli` names until LightningCLI itself lands (issue 14): FulmenCLI is fulmen's
-# config-driven CLI, and the type aliases are what Lightning code annotates its arguments with.
-LightningCLI = FulmenCLI
-ArgsType = typing.Optional[typing.Union[list[str], dict[str, Any], argparse.Namespace]]
-OptimizerCallable = typing.Callable[[typing.Iterable], torch.optim.Optimizer]
-LRSchedulerCallable = typing.Callable[[torch.optim.Optimizer], Any]
-
-from fulmen.commands import main  # noqa: E402  the `fulmen` command (kept here for `from fulmen.cli import main`)
+def main(argv: list[str] | None = None) -> int:
+    """`fulmen fit|validate|test|predict --config cfg.yaml`: the LightningCLI parser, with the model
+    and datamodule classes named in the config."""
+    try:
+        LightningCLI(args=sys.argv[1:] if argv is None else argv, parser_kwargs={"prog": "fulmen"})
+    except CLIError as err:
+        print(f"fulmen: error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             if len(rest) != 1 or rest[0].startswith("-"):
                 print("usage: fulmen new NAME   (creates the folder NAME in the current folder)", file=sys.stderr)
                 return 2
-            from fulmen.cli import new_project
+            from fulmen.template import new_project
 
             target = new_project(rest[0])
             print(f"Created {target}/ (model.py, data.py, train.py, config.yaml, test_project.py).\n"
@@ -104,11 +104,11 @@ def main(argv: list[str] | None = None) -> int:
 
             return run(rest)
         if command in SUBCOMMANDS:
-            from fulmen.cli import FulmenCLI
+            from fulmen.cli import LightningCLI
 
             if os.getcwd() not in sys.path:  # class_path: model.Classifier refers to ./model.py
                 sys.path.insert(0, os.getcwd())
-            FulmenCLI(args=argv)
+            LightningCLI(args=argv, parser_kwargs={"prog": "fulmen"})
             return 0
     except CLIError as err:  # a bad command line or config; the message is printed
         return int(err.code)

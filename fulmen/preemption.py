@@ -23,7 +23,8 @@ from fulmen.checkpoint import checkpoint_dir
 if TYPE_CHECKING:
     from fulmen.trainer import Trainer
 
-DEFAULT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+# Plain ints, so that the Trainer's default reads as data (e.g. in a LightningCLI config).
+DEFAULT_SIGNALS = (int(signal.SIGTERM), int(signal.SIGUSR1))
 
 
 class PreemptionWatch:

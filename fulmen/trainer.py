@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from fulmen import dataloading, loop
-from fulmen.accelerators import setup_hardware
+from fulmen.accelerators import Accelerator, setup_hardware
 from fulmen.arguments import check_bool, check_int, defaults_from_env, parse_max_time
 from fulmen.callbacks.callback import Callback
 from fulmen.checkpoint import (
@@ -43,7 +43,7 @@ from fulmen.module import LightningModule
 from fulmen.optim import LightningOptimizer, LRSchedulerConfig, parse_optimizers
 from fulmen.precision import Precision, parse_precision
 from fulmen.preemption import DEFAULT_SIGNALS, PreemptionWatch
-from fulmen.profilers import resolve_profiler
+from fulmen.profilers import Profiler, resolve_profiler
 from fulmen.profilers.wiring import finish_profiling, instrument
 from fulmen.progress_views import EvaluationLoopView, FitLoopView, PredictionLoopView
 from fulmen.state import RunningStage, TrainerFn, TrainerState, TrainerStatus
@@ -108,12 +108,12 @@ class Trainer:
     def __init__(
         self,
         *,
-        accelerator: str = "auto",
+        accelerator: str | Accelerator = "auto",
         strategy: str | Strategy = "auto",
         devices: list[int] | str | int = "auto",
         num_nodes: int = 1,
         precision: str | int | None = None,
-        logger: Any = None,
+        logger: Logger | Iterable[Logger] | bool | None = None,
         callbacks: list[Callback] | Callback | None = None,
         fast_dev_run: int | bool = False,
         max_epochs: int | None = None,
@@ -140,7 +140,7 @@ class Trainer:
         benchmark: bool | None = None,
         inference_mode: bool = True,
         use_distributed_sampler: bool = True,
-        profiler: Any = None,
+        profiler: Profiler | str | None = None,
         detect_anomaly: bool = False,
         barebones: bool = False,
         plugins: Any = None,

@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # model.py and data.py are found also when train.py is imported
     sys.path.insert(0, str(HERE))
 
-from fulmen.cli import FulmenCLI  # noqa: E402
+from fulmen.cli import LightningCLI  # noqa: E402
 
 from data import SyntheticDataModule  # noqa: E402
 from model import Classifier  # noqa: E402
@@ -29,9 +29,11 @@ from model import Classifier  # noqa: E402
 TRAINER_DEFAULTS: dict[str, Any] = {"max_epochs": 20}
 
 
-def main(args: list[str] | None = None) -> FulmenCLI:
-    return FulmenCLI(Classifier, SyntheticDataModule, trainer_defaults=TRAINER_DEFAULTS, seed_everything_default=42,
-                     args=args)
+def main(args: list[str] | None = None) -> LightningCLI:
+    # Subclass mode: config.yaml names the classes (class_path), so `fulmen fit --config
+    # config.yaml` runs it too, and a config may name a subclass of Classifier instead.
+    return LightningCLI(Classifier, SyntheticDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                        trainer_defaults=TRAINER_DEFAULTS, seed_everything_default=42, args=args)
 
 
 if __name__ == "__main__":
