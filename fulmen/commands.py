@@ -104,16 +104,38 @@ def main(argv: list[str] | None = None) -> int:
 
             return run(rest)
         if command in SUBCOMMANDS:
-            from fulmen.cli import LightningCLI
-
-            if os.getcwd() not in sys.path:  # class_path: model.Classifier refers to ./model.py
-                sys.path.insert(0, os.getcwd())
-            LightningCLI(args=argv, parser_kwargs={"prog": "fulmen"})
-            return 0
+            return _run_lightning_cli(argv)
     except CLIError as err:  # a bad command line or config; the message is printed
         return int(err.code)
     print(f"fulmen: unknown command {command!r}.\n{_USAGE}", file=sys.stderr, end="")
     return 2
+
+
+def _run_lightning_cli(argv: list[str]) -> int:
+    """`fulmen fit|validate|test|predict ...`: LightningCLI with the classes named in the config.
+
+    jsonargparse reports a bad option, value or class_path itself (usage, message, status 2). A
+    setting the Trainer or the checkpoint loader rejects (`--trainer.precision=13`, a missing
+    `--ckpt_path` file) raises fulmen's MisconfigurationException, whose message already says the
+    fix: the command prints it as one error line with status 2 instead of a traceback. (A
+    train.py script calling LightningCLI shows the traceback, as in Lightning.)
+    """
+    from fulmen.cli import LightningCLI
+    from fulmen.errors import MisconfigurationException
+
+    if os.getcwd() not in sys.path:  # class_path: model.Classifier refers to ./model.py
+        sys.path.insert(0, os.getcwd())
+    # LightningCLI reads sys.argv (and warns when args= comes beside a command line): the
+    # command line it reads is this command's, also when main() is called in process.
+    saved_argv, sys.argv = sys.argv, ["fulmen", *argv]
+    try:
+        LightningCLI(parser_kwargs={"prog": "fulmen"})
+    except MisconfigurationException as err:
+        print(f"fulmen: error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        sys.argv = saved_argv
+    return 0
 
 
 def _next_steps(project: Path) -> str:

@@ -19,7 +19,7 @@ import fulmen as pl
 from fulmen import commands, report
 from fulmen.callbacks import ModelCheckpoint
 from fulmen.checkpoint import load_checkpoint
-from fulmen.cli import new_project
+from fulmen.template import new_project
 from fulmen.demos import BoringModel, RandomDataset
 
 # --- commands as typed ---------------------------------------------------------------------------
@@ -113,24 +113,28 @@ def test_fulmen_fit_runs_the_config_fulmen_new_writes(project_dir, capsys):
     assert (run_dir / "config.yaml").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
 
 
+# jsonargparse reports a bad option, value, config or class_path (usage, then one "error:" line and
+# its details); the `fulmen` command reports the Trainer's and the checkpoint loader's errors in one
+# "fulmen: error:" line. Every case: status 2, no traceback.
 MISUSES = [
     (["bogus"], "unknown command 'bogus'"),
     ([], "usage: fulmen"),
-    (["fit", "--config", "missing.yaml"], "config file not found. Received: --config missing.yaml"),
-    (["fit", "--config", "bad.yaml"], "not valid YAML (line 3, column 1)"),
-    (["fit", "--config", "list.yaml"], "a config file must hold a mapping. Received: list"),
-    (["fit", "--config", "config.yaml", "--trainer.max_epoch=1"], "did you mean max_epochs?"),
-    (["fit", "--config", "config.yaml", "--trainer.max_epochs=abc"], "--trainer.max_epochs expects int | None"),
-    (["fit", "--config", "config.yaml", "--model.lr=fast"], "--model.lr expects float. Received: 'fast'"),
-    (["fit", "--config", "config.yaml", "--model.class_path=model.Nope"], "cannot import class_path 'model.Nope'"),
-    (["fit", "--model.lr=1"], "names no model class"),
-    (["fit"], "no model to run"),
-    (["fit", "--config"], "--config needs a value"),
-    (["fit", "--config", "config.yaml", "extra"], "unexpected argument 'extra'"),
-    (["fit", "--config", "typo_callback.yaml"], "EarlyStopping has no argument 'patiense'"),
-    (["fit", "--config", "config.yaml", "--trainer.precision=13"], "Unknown precision. Received: precision=13"),
-    (["fit", "--config", "config.yaml", "--ckpt_path=nope.ckpt"], "checkpoint file not found"),
-    (["test", "--config", "config.yaml", "--ckpt_path=best"], "--ckpt_path best means"),
+    (["fit", "--config", "missing.yaml"], "File does not exist: '"),
+    (["fit", "--config", "bad.yaml"], "line 3, column 1"),
+    (["fit", "--config", "list.yaml"], "Unexpected config: - a"),
+    (["fit", "--config", "config.yaml", "--trainer.max_epocs=1"],
+     "unrecognized arguments: --trainer.max_epocs=1 Did you mean --trainer.max_epochs?"),
+    (["fit", "--config", "config.yaml", "--trainer.max_epochs=abc"], "Expected a <class 'int'>"),
+    (["fit", "--config", "config.yaml", "--model.lr=fast"], "Expected a <class 'float'>. Got value: fast"),
+    (["fit", "--config", "config.yaml", "--model.class_path=model.Nope"], "module 'model' has no attribute 'Nope'"),
+    (["fit", "--model.lr=1"], "class_path 'fulmen.LightningModule':\n        Option 'lr' is not accepted"),
+    (["fit"], "the following arguments are required: fit.model"),
+    (["fit", "--config"], "argument -c/--config: expected one argument"),
+    (["fit", "--config", "config.yaml", "extra"], "unrecognized arguments: extra"),
+    (["fit", "--config", "typo_callback.yaml"], "Option 'patiense' is not accepted"),
+    (["fit", "--config", "config.yaml", "--trainer.precision=13"], "fulmen: error: Unknown precision. Received: precision="),
+    (["fit", "--config", "config.yaml", "--ckpt_path=nope.ckpt"], "fulmen: error: Checkpoint file not found"),
+    (["test", "--config", "config.yaml", "--ckpt_path=best"], 'fulmen: error: ckpt_path="best" needs a ModelCheckpoint'),
     (["new"], "usage: fulmen new NAME"),
     (["report"], "the following arguments are required: run_dir"),
 ]
@@ -141,15 +145,16 @@ def test_each_cli_misuse_ends_in_one_error_with_status_2(project_dir, capsys, ar
     (project_dir / "bad.yaml").write_text("trainer:\n  max_epochs: [1\n")
     (project_dir / "list.yaml").write_text("- a\n- b\n")
     (project_dir / "typo_callback.yaml").write_text(
-        "model:\n  class_path: model.Classifier\ntrainer:\n  callbacks:\n    - class_path: EarlyStopping\n"
+        "model:\n  class_path: model.Classifier\ntrainer:\n  callbacks:\n    - class_path: fulmen.callbacks.EarlyStopping\n"
         "      init_args: {monitor: val_loss, patiense: 3}\n")
     try:
         status = commands.main(argv)
-    except SystemExit as exit_info:  # argparse's own usage errors (fulmen report) exit 2 the same way
+    except SystemExit as exit_info:  # jsonargparse's and argparse's usage errors exit 2 themselves
         status = exit_info.code
     assert status == 2
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err
+    assert len(re.findall(r"^(?:fulmen(?: \w+)?: )?error: ", err, re.MULTILINE)) <= 1, err  # one report, not two
 
 
 def test_help_variants_exit_0(project_dir, capsys):
@@ -169,7 +174,8 @@ def test_the_projects_script_rejects_a_config_naming_another_class(project_dir, 
     with pytest.raises(SystemExit) as exit_info:
         train_main(["fit", "--config", "config.yaml", "--model.class_path=data.SyntheticDataModule"])
     assert exit_info.value.code == 2
-    assert "names another class than this script builds" in capsys.readouterr().err
+    err = capsys.readouterr().err  # subclass mode: any subclass of Classifier, nothing else
+    assert "Import path data.SyntheticDataModule does not correspond to a subclass of Classifier" in err
 
 
 # --- fulmen report: epochs counted and indexed alike --------------------------------------------
