@@ -92,9 +92,11 @@ def read_run(path: str | Path) -> RunData:
         if first is not None and last is not None and last > first:
             run.run_time_s, run.run_time_source = last - first, "TensorBoard event times"
     if (run.run_dir / "hparams.yaml").is_file():
-        from fulmen._yaml import load_yaml
+        from fulmen.saving import _yaml_data
 
-        run.hparams = load_yaml((run.run_dir / "hparams.yaml").read_text(encoding="utf-8")) or {}
+        # Lenient: a file Lightning wrote may tag a value as a Python object (a class, a path);
+        # the report shows such a value as its tag instead of refusing the whole run.
+        run.hparams = _yaml_data((run.run_dir / "hparams.yaml").read_text(encoding="utf-8"), lenient=True) or {}
     _read_checkpoints(run)
     if run.run_time_s is None:
         times = [p.stat().st_mtime for p in run.run_dir.rglob("*") if p.is_file()]

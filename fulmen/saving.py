@@ -1,8 +1,10 @@
 """Saving and loading hyperparameters and modules (Lightning's `core.saving`).
 
-Hyperparameter files: `save_hparams_to_yaml` / `load_hparams_from_yaml` (with PyYAML; tuples keep
-their type through PyYAML's `!!python/tuple` tag, the one non-plain tag the reader accepts), and
-the older `tags.csv` form (`save_hparams_to_tags_csv` / `load_hparams_from_tags_csv`).
+Hyperparameter files: `save_hparams_to_yaml` / `load_hparams_from_yaml`, and the older `tags.csv`
+form (`save_hparams_to_tags_csv` / `load_hparams_from_tags_csv`). This module owns the one YAML
+format of `hparams.yaml` (PyYAML, imported only when a file is written or read): `_hparams_yaml_text`
+writes what `yaml.dump` writes for plain data (block style, sorted keys, tuples as `!!python/tuple`,
+the one non-plain tag the reader accepts), and the loggers and `fulmen report` use it too.
 
 Modules: `_load_from_checkpoint` is what `LightningModule.load_from_checkpoint` and
 `LightningDataModule.load_from_checkpoint` run. It reads the file safely (`fulmen.checkpoint.load_checkpoint`,
@@ -23,12 +25,14 @@ from __future__ import annotations
 import ast
 import contextlib
 import csv
+import dataclasses
 import functools
 import inspect
 import warnings
 from argparse import Namespace
+from collections.abc import Mapping
 from enum import Enum
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import IO, Any
 
 import torch
@@ -59,9 +63,18 @@ def _exists(path: str | Path) -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def _yaml_classes() -> tuple[Any, Any]:
-    """PyYAML's safe loader and dumper, plus tuples: written and read as `!!python/tuple`, as
-    yaml.dump and Lightning's reader do. No other Python tag is read, so a file cannot build objects."""
+def _yaml_classes() -> tuple[Any, Any, Any, Any]:
+    """PyYAML's safe loader and dumper, extended for hyperparameters: (Loader, Dumper, LenientLoader, LenientDumper).
+
+    Tuples are written and read as `!!python/tuple`, as `yaml.dump` and Lightning's reader do; no
+    other Python tag is read, so a file cannot build objects. Where `yaml.dump` would write a
+    Python object tag that no safe reader (Lightning's `full_load` included) loads back, the
+    Dumper writes plain data instead: paths as text, Namespaces, dataclasses and other mappings
+    as mappings, enums by name (as Lightning's `save_hparams_to_yaml` does), one-element tensors
+    and NumPy scalars as numbers. Anything else is an error for `Dumper` and its `str()` for
+    `LenientDumper` (what the loggers write, so a run's hparams.yaml never loses a key).
+    `LenientLoader` (for `fulmen report`) reads an unknown tag as text instead of failing.
+    """
     import yaml
 
     class Loader(yaml.SafeLoader):
@@ -70,15 +83,90 @@ def _yaml_classes() -> tuple[Any, Any]:
     class Dumper(yaml.SafeDumper):
         pass
 
+    class LenientLoader(Loader):
+        pass
+
+    class LenientDumper(Dumper):
+        pass
+
     tag = "tag:yaml.org,2002:python/tuple"
     Loader.add_constructor(tag, lambda loader, node: tuple(loader.construct_sequence(node)))
     Dumper.add_representer(tuple, lambda dumper, data: dumper.represent_sequence(tag, data))
-    return Loader, Dumper
+    Dumper.add_multi_representer(PurePath, lambda dumper, data: dumper.represent_str(str(data)))
+    Dumper.add_multi_representer(Enum, lambda dumper, data: dumper.represent_str(data.name))
+    Dumper.add_representer(Namespace, lambda dumper, data: dumper.represent_dict(vars(data)))
+    # `None` is PyYAML's key for "no representer matched the type or its bases".
+    Dumper.add_representer(None, lambda dumper, data: _represent_other(dumper, data, lenient=False))
+    LenientDumper.add_representer(None, lambda dumper, data: _represent_other(dumper, data, lenient=True))
+    LenientLoader.add_constructor(None, _construct_unknown)
+    return Loader, Dumper, LenientLoader, LenientDumper
+
+
+def _represent_other(dumper: Any, value: Any, lenient: bool) -> Any:
+    from fulmen.loggers.base import _python_number
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dumper.represent_dict({f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
+    if isinstance(value, Mapping):  # OrderedDict, AttributeDict, OmegaConf's DictConfig ...
+        return dumper.represent_dict(dict(value))
+    if isinstance(value, tuple):  # a namedtuple keeps its values, not its class
+        return dumper.represent_data(tuple(value))
+    if isinstance(value, list):
+        return dumper.represent_list(list(value))
+    number = _python_number(value)
+    if number is not value:
+        return dumper.represent_data(number)
+    if lenient:
+        return dumper.represent_str(str(value))
+    return dumper.represent_undefined(value)  # raises RepresenterError
+
+
+def _construct_unknown(loader: Any, node: Any) -> str:
+    """A tagged value that LenientLoader does not build, as text: `!!python/name:torch.nn.ReLU`."""
+    import yaml
+
+    tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return f"{tag} {value!r}" if value not in ("", [], {}) else tag
+
+
+def _hparams_yaml_text(hparams: Mapping[str, Any], *, lenient: bool = True) -> str:
+    """The text of an hparams.yaml for `hparams`: block style, keys sorted, as `yaml.dump` writes it.
+
+    Example:
+        >>> print(_hparams_yaml_text({"lr": 1e-3, "sizes": (64, 32), "name": "0.1"}), end="")
+        lr: 0.001
+        name: '0.1'
+        sizes: !!python/tuple
+        - 64
+        - 32
+    """
+    import yaml
+
+    dumper = _yaml_classes()[3 if lenient else 1]
+    try:
+        return yaml.dump(dict(hparams), Dumper=dumper)
+    except TypeError:
+        # Keys of different types cannot be sorted (e.g. 1 and "a"); keep their order instead.
+        return yaml.dump(dict(hparams), Dumper=dumper, sort_keys=False)
+
+
+def _yaml_data(stream: Any, *, lenient: bool = False) -> Any:
+    """The data in YAML text or an open file, read with the loader above (lenient: unknown tags as text)."""
+    import yaml
+
+    return yaml.load(stream, Loader=_yaml_classes()[2 if lenient else 0])  # noqa: S506 (a safe loader plus tuples)
 
 
 def load_hparams_from_yaml(config_yaml: str | Path, use_omegaconf: bool = True) -> dict[str, Any]:
     """The hyperparameters in a YAML file ({} with a warning when the file is missing).
 
+    Plain YAML and tuples (`!!python/tuple`) are read; a file with other Python tags is an error.
     With `use_omegaconf` and omegaconf installed, they come back as a `DictConfig` when they can.
     """
     import yaml
@@ -87,7 +175,15 @@ def load_hparams_from_yaml(config_yaml: str | Path, use_omegaconf: bool = True) 
         warnings.warn(f"Missing Tags: {config_yaml}.", RuntimeWarning, stacklevel=2)
         return {}
     with _open(config_yaml, "r", encoding="utf-8") as f:
-        hparams = yaml.load(f, Loader=_yaml_classes()[0])  # noqa: S506 (a safe loader plus tuples)
+        try:
+            hparams = _yaml_data(f)
+        except yaml.constructor.ConstructorError as err:
+            raise ValueError(
+                f"The hyperparameter file holds a tagged value that fulmen does not build (only plain YAML and "
+                f"!!python/tuple are read, so a file cannot run code). Received: config_yaml={str(config_yaml)!r}: "
+                f"{err.problem} {err.problem_mark}. Fix: replace the tagged value with plain data (e.g. a class "
+                "by its import path as a string), or pass the hyperparameters as keyword arguments."
+            ) from err
     if use_omegaconf:
         with contextlib.suppress(ImportError):
             from omegaconf import OmegaConf
@@ -101,8 +197,9 @@ def load_hparams_from_yaml(config_yaml: str | Path, use_omegaconf: bool = True) 
 def save_hparams_to_yaml(config_yaml: str | Path, hparams: dict | Namespace, use_omegaconf: bool = True) -> None:
     """Write `hparams` (a dict or Namespace) to a YAML file whose folder exists.
 
-    Values PyYAML cannot write safely are left out with a warning (enums are written by name).
-    With `use_omegaconf` and omegaconf installed, OmegaConf writes it when it can.
+    Values PyYAML cannot write safely are left out with a warning; paths are written as text and
+    enums by name (see `_yaml_classes`). With `use_omegaconf` and omegaconf installed, OmegaConf
+    writes it when it can.
     """
     import yaml
 
@@ -133,15 +230,15 @@ def save_hparams_to_yaml(config_yaml: str | Path, hparams: dict | Namespace, use
         )
     allowed = {}
     for key, value in hparams.items():
-        value = value.name if isinstance(value, Enum) else value
         try:
             yaml.dump(value, Dumper=_yaml_classes()[1])
         except (TypeError, ValueError, yaml.representer.RepresenterError):
             warnings.warn(f"Skipping {key!r} parameter because it is not possible to safely dump to YAML.", stacklevel=2)
         else:
             allowed[key] = value
+    text = _hparams_yaml_text(allowed, lenient=False)
     with _open(config_yaml, "w", encoding="utf-8", newline="") as f:
-        yaml.dump(allowed, f, Dumper=_yaml_classes()[1])
+        f.write(text)
 
 
 def load_hparams_from_tags_csv(tags_csv: str | Path) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Tests for `fulmen.loggers` and `fulmen._yaml`: the files on disk, read back with real readers.
+"""Tests for `fulmen.loggers`: the files on disk, read back with real readers.
 
 TensorBoard event files are read with TensorBoard's own `EventAccumulator`, CSV files with the
 `csv` module, YAML with PyYAML; one test starts a real TensorBoard server on 127.0.0.1.
@@ -11,7 +11,6 @@ import csv
 import dataclasses
 import enum
 import json
-import math
 import os
 import pickle
 import subprocess
@@ -25,9 +24,9 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from fulmen._yaml import _parse_subset, dump_yaml, load_yaml
 from fulmen.loggers import CSVLogger, Logger, TensorBoardLogger
 from fulmen.loggers.base import _flatten_dict, _next_version, _sanitize_params, _to_plain
+from fulmen.saving import load_hparams_from_yaml
 
 from helpers import get_json, tensorboard_server
 
@@ -57,61 +56,6 @@ def _read_csv(path: str) -> tuple[list[str], list[dict[str, str]]]:
     with open(path, newline="") as file:
         reader = csv.DictReader(file)
         return list(reader.fieldnames or []), list(reader)
-
-
-# --- _yaml ------------------------------------------------------------------------------------
-
-
-def test_dump_yaml_writes_block_style_with_json_scalars():
-    data = {"lr": 0.001, "name": "adam", "layers": [64, {"act": None}], "sched": {"on": True, "steps": []}, "1e5": 1e20}
-    assert dump_yaml(data) == (
-        "lr: 0.001\n"
-        'name: "adam"\n'
-        "layers:\n"
-        "  - 64\n"
-        "  - act: null\n"
-        "sched:\n"
-        '  "on": true\n'  # `on` would read back as a boolean key if left bare
-        "  steps: []\n"
-        '"1e5": 1.0e+20\n'  # PyYAML reads `1e+20` as a string; `1.0e+20` as a float
-    )
-    assert dump_yaml({}) == "{}\n"
-
-
-TRICKY = {
-    "plain": "text",
-    "reserved words": ["yes", "no", "null", "~", "true", "", "- item", "key: value", "#not comment", "'q'"],
-    "numbers": [0, -7, 10**30, 0.1, -1e-5, 1e20, 5e-324, math.inf, -math.inf, -0.0],
-    "bools": [True, False, None],
-    "unicode": "é 😀 tab\t newline\n nul\x00 del\x7f nel\x85 ls\u2028 quote\" backslash\\",
-    "nested": {"deep": {"deeper": [[1, 2], [], {}, [{"a": {"b": "c"}}]]}, "empty": {}},
-    "yes": 1,
-    "a/b.c-d": 2,
-    "": "empty key",
-}
-
-
-def test_yaml_round_trip_through_pyyaml_and_the_builtin_reader():
-    text = dump_yaml(TRICKY)
-    assert yaml.safe_load(text) == TRICKY
-    assert _parse_subset(text) == TRICKY
-    nan = dump_yaml({"x": math.nan})
-    assert math.isnan(yaml.safe_load(nan)["x"]) and math.isnan(_parse_subset(nan)["x"])
-
-
-def test_load_yaml_without_pyyaml_reads_what_dump_yaml_writes(monkeypatch):
-    monkeypatch.setitem(sys.modules, "yaml", None)  # makes `import yaml` raise ImportError
-    assert load_yaml(dump_yaml(TRICKY)) == TRICKY
-    # A hand-edited file with bare words and PyYAML's indentless sequences also reads back.
-    hand_edited = "optimizer: adam\nlayers:\n- 1\n- 2\nlr: 0.1\n"
-    assert load_yaml(hand_edited) == {"optimizer": "adam", "layers": [1, 2], "lr": 0.1}
-
-
-def test_dump_yaml_rejects_non_plain_data_and_says_where():
-    with pytest.raises(TypeError, match=r"Received: Tensor at 'model\.w'"):
-        dump_yaml({"model": {"w": torch.zeros(2)}})
-    with pytest.raises(TypeError, match="only str keys"):
-        dump_yaml({1: "a"})
 
 
 # --- hyperparameter helpers -------------------------------------------------------------------
@@ -343,14 +287,14 @@ def test_tensorboard_hparams_yaml_round_trip(tmp_path):
     logger.save()
     expected = {
         "lr": 0.001,
-        "optim": {"name": "adamw", "betas": [0.9, 0.999]},
+        "optim": {"name": "adamw", "betas": (0.9, 0.999)},  # a tuple, written as yaml.dump does (!!python/tuple)
         "tags": ["a", "b"],
         "act": "<class 'torch.nn.modules.activation.GELU'>",
         "batch_size": 64,
     }
-    text = Path(logger.log_dir, "hparams.yaml").read_text()
-    assert yaml.safe_load(text) == expected
-    assert load_yaml(text) == expected
+    path = Path(logger.log_dir, "hparams.yaml")
+    assert "betas: !!python/tuple\n" in path.read_text()
+    assert load_hparams_from_yaml(path) == expected
     logger.finalize("success")
     logger.finalize("success")  # idempotent: the writer is already closed
 
@@ -469,9 +413,9 @@ def test_csv_hparams_yaml_round_trip(tmp_path):
     logger = CSVLogger(tmp_path)
     logger.log_hyperparams(argparse.Namespace(lr=0.01, model={"depth": 4, "norm": "batch"}, dims=(2, 3)))
     path = Path(logger.log_dir, "hparams.yaml")
-    assert yaml.safe_load(path.read_text()) == {"lr": 0.01, "model": {"depth": 4, "norm": "batch"}, "dims": [2, 3]}
+    assert load_hparams_from_yaml(path) == {"lr": 0.01, "model": {"depth": 4, "norm": "batch"}, "dims": (2, 3)}
     logger.log_hyperparams({"lr": 0.02})
-    assert load_yaml(path.read_text()) == {"lr": 0.02, "model": {"depth": 4, "norm": "batch"}, "dims": [2, 3]}
+    assert load_hparams_from_yaml(path) == {"lr": 0.02, "model": {"depth": 4, "norm": "batch"}, "dims": (2, 3)}
     assert logger.hparams["lr"] == 0.02
 
 

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 import fulmen as pl
-from fulmen._yaml import load_yaml
 from fulmen.callbacks import ModelCheckpoint
 from fulmen.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger
+from fulmen.saving import load_hparams_from_yaml
 from helpers import quiet_trainer, random_regression
 
 mlflow = pytest.importorskip("mlflow")  # in the [dev] extra, so CI always runs these
@@ -104,7 +105,7 @@ def test_mlflow_params_metrics_checkpoints_and_status_read_back(tmp_path):
     best = Path(checkpoint.best_model_path).stem
     local = client.download_artifacts(logger.run_id, best, str(tmp_path / "download"))
     assert "best" in Path(local, "aliases.txt").read_text()
-    meta = load_yaml(Path(local, "metadata.yaml").read_text())
+    meta = yaml.safe_load(Path(local, "metadata.yaml").read_text())
     assert meta["original_filename"] == f"{best}.ckpt" and meta["Checkpoint"]["monitor"] == "val_loss"
     assert meta["score"] == pytest.approx(float(checkpoint.best_model_score))
     # the uploaded checkpoint is the file ModelCheckpoint wrote
@@ -180,7 +181,7 @@ def test_tensorboard_csv_and_mlflow_together_get_the_same_metrics(tmp_path):
     assert [s for s, _ in mlflow_train] == [s for s, _ in csv_train] == [s for s, _ in tb_train] == list(range(8))
     for (_, a), (_, b), (_, c) in zip(mlflow_train, csv_train, tb_train):
         assert a == pytest.approx(b, rel=1e-6) and a == pytest.approx(c, rel=1e-6)
-    assert load_yaml(Path(csv_logger.log_dir, "hparams.yaml").read_text())["lr"] == 0.02
+    assert load_hparams_from_yaml(Path(csv_logger.log_dir, "hparams.yaml"))["lr"] == 0.02
     assert MlflowClient(uri).get_run(ml.run_id).data.params["lr"] == "0.02"
     assert MlflowClient(uri).get_run(ml.run_id).info.status == "FINISHED"
 

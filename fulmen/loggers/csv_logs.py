@@ -1,4 +1,4 @@
-"""`CSVLogger`: metrics as `metrics.csv` and hyperparameters as `hparams.yaml`, standard library only.
+"""`CSVLogger`: metrics as `metrics.csv` and hyperparameters as `hparams.yaml` (PyYAML, `fulmen.saving`'s format).
 
 `ExperimentWriter` owns the files: it buffers one row per `log_metrics` call and appends the
 buffer to `metrics.csv` when flushed. The header is the sorted union of all metric names seen
@@ -18,8 +18,7 @@ from typing import Any
 
 import torch
 
-from fulmen._yaml import dump_yaml
-from fulmen.loggers.base import _atomic_write_text, _convert_params, _to_plain, _VersionedDirLogger
+from fulmen.loggers.base import _atomic_write_text, _convert_params, _VersionedDirLogger
 
 __all__ = ["CSVLogger", "ExperimentWriter"]
 
@@ -105,7 +104,9 @@ class ExperimentWriter:
 
     def _write_hparams(self) -> None:
         path = os.path.join(self.log_dir, self.NAME_HPARAMS_FILE)
-        _atomic_write_text(path, dump_yaml(_to_plain(self.hparams)))
+        from fulmen.saving import _hparams_yaml_text  # imports PyYAML: only once there are hparams to write
+
+        _atomic_write_text(path, _hparams_yaml_text(self.hparams))
 
 
 class CSVLogger(_VersionedDirLogger):

@@ -19,10 +19,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from fulmen._yaml import dump_yaml
 from fulmen.errors import warn_once
 from fulmen.loggers.base import (
-    CheckpointUploadingLogger, _convert_params, _flatten_dict, _python_number, _to_plain, checkpoint_metadata,
+    CheckpointUploadingLogger, _convert_params, _flatten_dict, _python_number, checkpoint_metadata,
     new_checkpoints,
 )
 
@@ -215,13 +214,15 @@ class MLFlowLogger(CheckpointUploadingLogger):
 
     # --- checkpoints ------------------------------------------------------------------------
     def _scan_and_log_checkpoints(self, checkpoint_callback: Any) -> None:
+        from fulmen.saving import _hparams_yaml_text  # the metadata file is YAML, as in Lightning
+
         for path, score in new_checkpoints(checkpoint_callback, self._logged_model_time):
             metadata = checkpoint_metadata(checkpoint_callback, path, _python_number(score), "Checkpoint")
             aliases = ["latest", "best"] if path == getattr(checkpoint_callback, "best_model_path", "") else ["latest"]
             artifact_path = Path(path).stem
             self.experiment.log_artifact(self.run_id, path, artifact_path)
             with tempfile.TemporaryDirectory() as tmp:
-                Path(tmp, "metadata.yaml").write_text(dump_yaml(_to_plain(metadata)), encoding="utf-8")
+                Path(tmp, "metadata.yaml").write_text(_hparams_yaml_text(metadata), encoding="utf-8")
                 Path(tmp, "aliases.txt").write_text(str(aliases), encoding="utf-8")
                 self.experiment.log_artifacts(self.run_id, tmp, artifact_path)
             self._logged_model_time[path] = os.path.getmtime(path)

@@ -2,7 +2,8 @@
 
 The writer is `torch.utils.tensorboard.SummaryWriter`, created on first use. TensorBoard is
 imported only then, so `import fulmen` stays fast and works without it. Besides the event
-files, each run gets an `hparams.yaml` in its log directory (see `fulmen._yaml`).
+files, each run gets an `hparams.yaml` in its log directory (PyYAML, imported when it is written;
+the format is `fulmen.saving`'s, so `load_hparams_from_yaml` reads it back).
 """
 
 from __future__ import annotations
@@ -15,13 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from fulmen._yaml import dump_yaml
 from fulmen.loggers.base import (
     _atomic_write_text,
     _convert_params,
     _flatten_dict,
     _sanitize_params,
-    _to_plain,
     _VersionedDirLogger,
 )
 
@@ -191,7 +190,9 @@ class TensorBoardLogger(_VersionedDirLogger):
         hparams_file = os.path.join(self.log_dir, self.NAME_HPARAMS_FILE)
         # save() runs at every epoch end: rewrite the file only when the hparams changed.
         if os.path.isdir(self.log_dir) and not (self._hparams_saved and os.path.isfile(hparams_file)):
-            _atomic_write_text(hparams_file, dump_yaml(_to_plain(self.hparams)))
+            from fulmen.saving import _hparams_yaml_text
+
+            _atomic_write_text(hparams_file, _hparams_yaml_text(self.hparams))
             self._hparams_saved = True
 
     def finalize(self, status: str) -> None:
