@@ -233,8 +233,15 @@ def test_on_exception_checkpoint_arguments(kwargs, fragment):
 # ----------------------------------------------------------------------------------------------
 # real processes, real signals
 # ----------------------------------------------------------------------------------------------
+def _default_sigint() -> None:
+    # A suite started with `cmd &` or nohup ignores SIGINT, and a child inherits that: Python then
+    # installs no KeyboardInterrupt handler, the signal below would do nothing and the endless fit
+    # would run into the timeout. The child gets the disposition an interactive shell gives it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(root: Path, mode: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(SCRIPT), str(root), mode],
+    return subprocess.Popen([sys.executable, str(SCRIPT), str(root), mode], preexec_fn=_default_sigint,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

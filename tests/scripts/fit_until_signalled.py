@@ -42,9 +42,13 @@ class Net(pl.LightningModule):
 
 torch.manual_seed(0)
 data = DataLoader(TensorDataset(torch.randn(64, 4), torch.randn(64, 1)), batch_size=8)
+# flush_secs: a SIGINT that lands inside the event writer's queue.put (between the condition's
+# waiter.release() and its removal, a CPython race) leaves the writer thread unwoken by the closing
+# sentinel until its next periodic flush, 120 s by default: the test's whole time limit.
+tensorboard = TensorBoardLogger(f"{root}/logs", name="", version=0, flush_secs=5)
 trainer = pl.Trainer(
     accelerator="cpu", max_epochs=-1, log_every_n_steps=1, enable_progress_bar=False, enable_model_summary=False,
-    logger=[TensorBoardLogger(f"{root}/logs", name="", version=0), CSVLogger(f"{root}/logs", name="", version=0)],
+    logger=[tensorboard, CSVLogger(f"{root}/logs", name="", version=0)],
     callbacks=[ModelCheckpoint(dirpath=f"{root}/checkpoints", every_n_train_steps=5, save_top_k=-1),
                OnExceptionCheckpoint(f"{root}/crash")],
 )
