@@ -322,7 +322,8 @@ def _sanitize_params(params: Mapping[str, Any]) -> dict[str, bool | int | float 
 
 
 def _to_plain(value: Any) -> Any:
-    """`value` as YAML-ready plain data, keeping nesting (dicts, lists) but nothing else exotic.
+    """`value` as JSON-ready plain data (W&B's run config), keeping nesting (dicts, lists) but nothing
+    else exotic. hparams.yaml is written by `fulmen.saving._hparams_yaml_text`, which keeps tuples.
 
     Example:
         >>> _to_plain({"opt": argparse.Namespace(lr=0.1), "sizes": (3, 4), "act": torch.nn.ReLU})
