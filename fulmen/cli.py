@@ -95,6 +95,18 @@ def _require_jsonargparse() -> None:
             "LightningCLI is built on jsonargparse, which is not installed. "
             "Fix: pip install 'fulmen[cli]' (or pip install 'jsonargparse[signatures]')."
         )
+    _load_short_names()
+
+
+def _load_short_names() -> None:
+    """Import every built-in callback and logger. jsonargparse resolves a short class name
+    (`--trainer.callbacks+=EarlyStopping`, `logger: {class_path: CSVLogger}`) among the loaded
+    subclasses of the expected type, and fulmen's packages load their classes lazily."""
+    import fulmen.callbacks
+    import fulmen.loggers  # noqa: F401 (imports all its loggers)
+
+    for name in fulmen.callbacks.__all__:
+        getattr(fulmen.callbacks, name)
 
 
 class LightningArgumentParser(ArgumentParser):
@@ -174,23 +186,43 @@ class LightningArgumentParser(ArgumentParser):
         register[nested_key] = (classes, link_to)
 
     def error(self, message: str, ex: Exception | None = None) -> Any:
-        """jsonargparse's message, plus the nearest known option when a key is misspelt."""
-        message += _did_you_mean(message, self._known_keys())
+        """jsonargparse's message, plus the nearest known option or class when one is misspelt."""
+        # A subcommand's error reaches the main parser with the subcommand's parser attached.
+        parser = getattr(ex, "subcommand_parser", None) or self
+        message += _did_you_mean(message, parser)
         return super().error(message, ex) if ex is not None else super().error(message)
 
-    def _known_keys(self) -> list[str]:
-        keys = [s.lstrip("-") for action in self._actions for s in getattr(action, "option_strings", [])]
-        return [k for k in keys if k]
 
+def _did_you_mean(message: str, parser: Any) -> str:
+    """"\nDid you mean --trainer.max_epochs?" for an unknown option, "\nDid you mean EarlyStopping?"
+    for a class name that is not one of the expected type's loaded subclasses; "" otherwise."""
+    actions = [a for a in getattr(parser, "_actions", []) if getattr(a, "option_strings", None)]
+    if "unrecognized arguments" in message:
+        known = [s.lstrip("-") for a in actions for s in a.option_strings]
+        for name in re.findall(r"--([\w.]+)", message):
+            close = None if name in known else closest_name(name, known)
+            if close:
+                return f"\nDid you mean --{close}?"
+        return ""
+    key = re.search(r'Parser key "([\w.]+)"', message)
+    given = re.search(r"Given value: ([\w.]+)\s*$", message)
+    if not (key and given):
+        return ""
+    action = next((a for a in actions if a.dest == key.group(1)), None)
+    typehint = getattr(action, "_typehint", None)
+    if typehint is None:
+        return ""
+    from jsonargparse._typehints import get_all_subclass_paths
 
-def _did_you_mean(message: str, known: list[str]) -> str:
-    """" Did you mean --trainer.max_epochs?" for the first unknown option or key named in `message`."""
-    for name in re.findall(r"--([\w.]+)|[\"']([\w.]+)[\"']", message):
-        name = next(part for part in name if part)
-        close = None if name in known else closest_name(name, known)
-        if close:
-            return f" Did you mean --{close}?"
-    return ""
+    try:
+        paths = get_all_subclass_paths(typehint)
+    except Exception:  # noqa: BLE001 (a suggestion is a bonus; the message stands without one)
+        return ""
+    value = given.group(1)
+    # A short name is compared with short names, a dotted path with full paths.
+    names = paths if "." in value else [p.rpartition(".")[2] for p in paths]
+    close = closest_name(value, names)
+    return f"\nDid you mean {close}?" if close and close != value else ""
 
 
 def _names(classes: type | tuple[type, ...]) -> str:
@@ -548,7 +580,7 @@ class LightningCLI:
         if not optimizer_init:
             return  # the group was added automatically and the config names no optimizer
         scheduler_init = self._group_init(parser._lr_schedulers, schedulers[0]) if schedulers else None
-        if is_overridden("configure_optimizers", self.model):
+        if is_overridden("configure_optimizers", self.model, LightningModule):
             rank_zero_warn(
                 f"`{type(self.model).__name__}.configure_optimizers` will be overridden by "
                 f"`{type(self).__name__}.configure_optimizers`."
@@ -556,7 +588,7 @@ class LightningCLI:
         optimizer = instantiate_class(self.model.parameters(), optimizer_init)
         scheduler = instantiate_class(optimizer, scheduler_init) if scheduler_init else None
         method = partial(self.configure_optimizers, optimizer=optimizer, lr_scheduler=scheduler)
-        update_wrapper(method, self.configure_optimizers)  # `is_overridden` reads its __qualname__
+        update_wrapper(method, self.configure_optimizers)  # its name and docstring, for a reader inspecting the model
         self.model.configure_optimizers = MethodType(method, self.model)
 
     def _group_init(self, register: dict[str, Any], key: str) -> dict[str, Any] | None:
