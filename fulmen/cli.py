@@ -495,6 +495,9 @@ class LightningCLI:
             return
         if "_class_path" in hparams:
             hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        elif self.subclass_mode_model and getattr(self.config[subcommand].get("model"), "class_path", None):
+            # fulmen records no _class_path: the saved arguments are those of the class the config names
+            hparams = {"class_path": self.config[subcommand]["model"]["class_path"], "init_args": hparams}
         try:
             self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
         except SystemExit:
