@@ -333,3 +333,94 @@ def test_a_bad_class_path_in_a_config_file(tmp_path):
     proc = run_cli("subclass_cli.py", "fit", "--config", str(tmp_path / "bad.yaml"), cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert "OtherModle" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --- parity with pytorch-lightning 2.6.6 ------------------------------------------------------
+
+LIGHTNING = PROJECTS / "lightning"
+
+# (name, function of pl_scripts.py, args); --print_config is in each
+PARITY_CASES = [
+    ["plain", "fixed", ["fit", "--print_config"]],
+    ["options", "fixed", ["fit", "--model.lr=0.3", "--data.batch_size=3", "--optimizer=Adam", "--lr_scheduler=StepLR",
+                          "--lr_scheduler.step_size=2", "--seed_everything=5", "--print_config"]],
+    ["validate", "fixed", ["validate", "--trainer.limit_val_batches=0.5", "--print_config"]],
+    ["skip_null", "fixed", ["predict", "--print_config=skip_null"]],
+    ["config", "any_classes", ["fit", "--config", str(LIGHTNING / "pl_config.yaml"), "--print_config"]],
+    ["short", "subclasses", ["fit", "--model=OtherModel", "--model.depth=3", "--data=Data",
+                             "--trainer.callbacks+=EarlyStopping", "--trainer.callbacks.monitor=val_loss",
+                             "--trainer.callbacks+=LearningRateMonitor", "--trainer.logger=CSVLogger",
+                             "--trainer.logger.save_dir=logs", "--trainer.logger.flush_logs_every_n_steps=7",
+                             "--print_config"]],
+]
+
+# The differences allowed between the two printed configs, each for a reason:
+# - the first line names the package that printed it (`# pytorch_lightning==2.6.6` / `# fulmen==...`);
+# - a class_path names Lightning's class under Lightning and fulmen's class of the same name at the
+#   same place under fulmen (pytorch_lightning.callbacks.EarlyStopping -> fulmen.callbacks.EarlyStopping;
+#   test_lightning_cli_import_paths_are_fulmens checks that the alias maps one to the other);
+# - arguments only fulmen has, with their defaults: Trainer(preemption_signals) (the signals that
+#   checkpoint and stop a run) and ModelCheckpoint(background_landing).
+FULMEN_ONLY = {"Trainer": {"preemption_signals"}, "ModelCheckpoint": {"background_landing"}}
+
+
+def _normalised(config, owner: str = "Trainer"):
+    """`config` with Lightning's class paths spelt as fulmen's and fulmen-only arguments removed."""
+    if isinstance(config, list):
+        return [_normalised(item, owner) for item in config]
+    if not isinstance(config, dict):
+        return config
+    if "class_path" in config:
+        path = config["class_path"]
+        for lightning_prefix in ("pytorch_lightning.", "lightning.pytorch."):
+            if path.startswith(lightning_prefix):
+                path = "fulmen." + path[len(lightning_prefix):]
+        owner = path.rpartition(".")[2]
+        return {**config, "class_path": path, "init_args": _normalised(config.get("init_args", {}), owner)}
+    out = {}
+    for key, value in config.items():
+        if key in FULMEN_ONLY.get(owner, ()):
+            continue
+        out[key] = _normalised(value, "Trainer" if key == "trainer" else owner)
+    return out
+
+
+def test_print_config_is_the_same_under_lightning_and_under_fulmen(tmp_path):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(PARITY_CASES))
+    script = str(LIGHTNING / "pl_scripts.py")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PL_")}
+    runs = {}
+    for runtime, command in (("lightning", [sys.executable, script]),
+                             ("fulmen", [sys.executable, "-m", "fulmen", "run", script])):
+        proc = subprocess.run([*command, str(spec)], cwd=tmp_path, env=environ, capture_output=True, text=True,
+                              timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+        assert proc.returncode == 0, proc.stderr
+        runs[runtime] = json.loads(proc.stdout.splitlines()[-1])
+    for name, _, _ in PARITY_CASES:
+        lightning, fulmen = runs["lightning"][name], runs["fulmen"][name]
+        assert lightning.startswith("# pytorch_lightning==2.6.6\n") and fulmen.startswith("# fulmen==")
+        lightning_config, fulmen_config = yaml.safe_load(lightning), yaml.safe_load(fulmen)
+        assert isinstance(lightning_config, dict) and len(lightning_config) > 3, name
+        assert _normalised(fulmen_config) == _normalised(lightning_config), name
+    # the fulmen-only arguments are there, with their defaults
+    fulmen_plain = yaml.safe_load(runs["fulmen"]["plain"])
+    assert fulmen_plain["trainer"]["preemption_signals"] == [15, 10]
+    # and the cases show what they are meant to
+    config = yaml.safe_load(runs["lightning"]["config"])
+    assert [c["class_path"] for c in config["trainer"]["callbacks"]] == [
+        "pytorch_lightning.callbacks.EarlyStopping", "pytorch_lightning.callbacks.ModelCheckpoint"]
+    assert config["trainer"]["logger"][1]["init_args"]["flush_secs"] == 120  # SummaryWriter's, through **kwargs
+    options = yaml.safe_load(runs["fulmen"]["options"])
+    assert options["data"]["batch_size"] == 3 and "batch_size" not in options["model"]  # a link target
+    assert options["optimizer"]["class_path"] == "torch.optim.Adam" and options["seed_everything"] == 5
+
+
+def test_lightning_cli_import_paths_are_fulmens(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "fulmen", "run", str(LIGHTNING / "alias_names.py")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout)
+    for group, names in found.items():
+        assert all(names.values()), (group, names)
+    assert len(found["lightning.pytorch.cli"]) == 8
