@@ -89,12 +89,13 @@ class TensorBoardLogger(_VersionedDirLogger):
             # Imported here, not at the top: TensorBoard and its protobufs take a while to import.
             from torch.utils.tensorboard import SummaryWriter
 
-            kwargs = dict(self._kwargs)
             if self._resume_step is not None:
                 # TensorBoard's readers drop the earlier events at this step and later: the
                 # points the crashed run logged after its checkpoint, which this run logs again.
-                kwargs["purge_step"] = self._resume_step
-            self._experiment = SummaryWriter(log_dir=self.log_dir, **kwargs)
+                self._kwargs["purge_step"] = self._resume_step
+            # `**self._kwargs` as such: jsonargparse reads SummaryWriter's arguments from this call,
+            # so that a config may set them (flush_secs: 30).
+            self._experiment = SummaryWriter(log_dir=self.log_dir, **self._kwargs)
         return self._experiment
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
