@@ -42,7 +42,7 @@ from fulmen.__about__ import __version__
 from fulmen.arguments import closest_name
 from fulmen.callbacks.callback import Callback
 from fulmen.datamodule import LightningDataModule
-from fulmen.errors import CLIError, MisconfigurationException
+from fulmen.errors import MisconfigurationException
 from fulmen.hooks import is_overridden
 from fulmen.module import LightningModule
 from fulmen.seed import seed_everything
@@ -63,7 +63,7 @@ else:
 
 __all__ = [
     "ArgsType", "FulmenCLI", "LRSchedulerCallable", "LRSchedulerTypeTuple", "LightningArgumentParser", "LightningCLI",
-    "OptimizerCallable", "ReduceLROnPlateau", "SaveConfigCallback", "cli_lightning_logo", "instantiate_class", "main",
+    "OptimizerCallable", "ReduceLROnPlateau", "SaveConfigCallback", "cli_lightning_logo", "instantiate_class",
 ]
 
 
@@ -277,7 +277,7 @@ class SaveConfigCallback(Callback):
                 )
             if trainer.is_global_zero and verdict != "keep":
                 os.makedirs(log_dir, exist_ok=True)  # no logger has written into it yet
-                self.parser.save(self.config, path, skip_none=False, overwrite=self.overwrite, multifile=self.multifile)
+                self.parser.save(self.config, path, skip_unset=False, overwrite=self.overwrite, multifile=self.multifile)
         if trainer.is_global_zero:
             self.save_config(trainer, pl_module, stage)
             self.already_saved = True
@@ -293,7 +293,7 @@ class SaveConfigCallback(Callback):
 
             with open(path, encoding="utf-8") as f:
                 saved = yaml.safe_load(f) or {}
-            current = yaml.safe_load(self.parser.dump(self.config, skip_none=False)) or {}
+            current = yaml.safe_load(self.parser.dump(self.config, skip_unset=False)) or {}
             saved.pop("seed_everything", None), current.pop("seed_everything", None)
             if saved == current:
                 return "keep"
@@ -472,7 +472,8 @@ class LightningCLI:
         if args is not None and len(sys.argv) > 1:
             rank_zero_warn(
                 "LightningCLI got both args= and command-line arguments; args= is meant to replace the command line, "
-                f"and the command line is ignored. Received: sys.argv[1:]={sys.argv[1:]}, args={args}."
+                f"and the command line is ignored. Received: sys.argv[1:]={sys.argv[1:]}, args={args}.",
+                stacklevel=6,  # the line that built the LightningCLI
             )
         if isinstance(args, (dict, Namespace)):
             self.config = parser.parse_object(args)
@@ -518,7 +519,7 @@ class LightningCLI:
 
     def instantiate_classes(self) -> None:
         """Build the datamodule, the model (with its configure_optimizers) and the Trainer."""
-        self.config_init = self.parser.instantiate_classes(self.config)
+        self.config_init = self.parser.instantiate(self.config)
         self.datamodule = self._get(self.config_init, "data")
         self.model = self._get(self.config_init, "model")
         self._add_configure_optimizers_method_to_model(self.subcommand)
@@ -670,14 +671,3 @@ LIGHTNING_LOGO = r"""
 def cli_lightning_logo() -> None:
     """Print the logo Lightning's CLI prints (fulmen's line in its place)."""
     print(LIGHTNING_LOGO)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`fulmen fit|validate|test|predict --config cfg.yaml`: the LightningCLI parser, with the model
-    and datamodule classes named in the config."""
-    try:
-        LightningCLI(args=sys.argv[1:] if argv is None else argv, parser_kwargs={"prog": "fulmen"})
-    except CLIError as err:
-        print(f"fulmen: error: {err}", file=sys.stderr)
-        return 2
-    return 0
