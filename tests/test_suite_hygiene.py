@@ -72,3 +72,21 @@ def test_a_once_flaky_test_passes_alone(tmp_path, node, sigint):
     report = done.stdout[-4000:] + done.stderr[-2000:]
     assert done.returncode == 0, report
     assert "1 passed" in done.stdout, report
+
+
+@pytest.mark.parametrize("run", [1, 2])
+def test_each_test_starts_from_the_same_global_random_state(run):
+    """conftest seeds torch, random and numpy before every test: what one test draws (initial
+    weights, a shuffled order) is the same alone, after this test's first run, or in any order."""
+    import random
+
+    import numpy
+    import torch
+
+    assert torch.equal(torch.rand(3), torch.rand(3, generator=torch.Generator().manual_seed(0)))
+    assert random.random() == random.Random(0).random()
+    assert numpy.random.rand() == numpy.random.RandomState(0).rand()
+    # Move every state on: the next test (this one's other run, say) must not start from here.
+    torch.rand(run * 100)
+    random.random()
+    numpy.random.rand(run)
