@@ -70,42 +70,9 @@ class ModelCheckpoint(MonitorCallback):
         background_landing: bool = False,
     ):
         super().__init__(monitor, mode)
-        if isinstance(save_top_k, bool) or not isinstance(save_top_k, int) or save_top_k < -1:
-            raise MisconfigurationException(
-                f"ModelCheckpoint: `save_top_k` must be an int >= -1. Received: save_top_k={save_top_k!r}. "
-                "Fix: -1 keeps all, 0 none, k the best k."
-            )
-        if monitor is None and save_top_k not in (-1, 0, 1):
-            raise MisconfigurationException(
-                f"ModelCheckpoint(save_top_k={save_top_k}, monitor=None) cannot rank checkpoints without a metric. "
-                "Received: monitor=None. Fix: set monitor='val_loss' (or similar), or save_top_k in (-1, 0, 1)."
-            )
-        if save_last not in (None, True, False, "link"):
-            raise MisconfigurationException(
-                f"ModelCheckpoint: `save_last` must be True, False, 'link' or None. Received: save_last={save_last!r}. "
-                "Fix: save_last=True also keeps last.ckpt; 'link' makes it a link to the newest checkpoint."
-            )
-        if filename is not None:
-            _check_filename(filename)
-        for name, value in (("every_n_train_steps", every_n_train_steps), ("every_n_epochs", every_n_epochs)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise MisconfigurationException(
-                    f"ModelCheckpoint: `{name}` must be an int >= 0. Received: {name}={value!r}. Fix: e.g. {name}=1."
-                )
-        if train_time_interval is not None and not isinstance(train_time_interval, dt.timedelta):
-            raise MisconfigurationException(
-                "ModelCheckpoint: `train_time_interval` must be a datetime.timedelta. "
-                f"Received: {type(train_time_interval).__name__}. Fix: timedelta(minutes=30)."
-            )
-        triggers = sum(bool(v) for v in (every_n_train_steps, every_n_epochs, train_time_interval))
-        if triggers > 1:
-            raise MisconfigurationException(
-                "ModelCheckpoint: every_n_train_steps, every_n_epochs and train_time_interval are exclusive. "
-                f"Received: every_n_train_steps={every_n_train_steps}, every_n_epochs={every_n_epochs}, "
-                f"train_time_interval={train_time_interval}. Fix: set only one of them."
-            )
-        if triggers == 0 and every_n_train_steps is None and every_n_epochs is None:
-            every_n_epochs = 1
+        _check_what_to_keep(filename, monitor, save_last, save_top_k)
+        every_n_epochs = _resolve_triggers(every_n_train_steps, train_time_interval, every_n_epochs)
+        check_bool("background_landing", background_landing)
         self.dirpath: str | None = str(dirpath) if dirpath is not None else None
         self.filename = filename
         self.verbose = verbose
@@ -113,7 +80,6 @@ class ModelCheckpoint(MonitorCallback):
         self.save_top_k = save_top_k
         self.save_on_exception = save_on_exception
         self.save_weights_only = save_weights_only
-        check_bool("background_landing", background_landing)
         self.background_landing = background_landing
         self.auto_insert_metric_name = auto_insert_metric_name
         self._every_n_train_steps = every_n_train_steps or 0
@@ -481,3 +447,49 @@ def _check_filename(filename: str) -> None:
             f"ModelCheckpoint: `filename` is not a valid template ({err}). Received: filename={filename!r}. "
             "Fix: put metric names in matching braces, e.g. filename='{epoch}-{val_loss:.2f}'."
         ) from None
+
+
+def _check_what_to_keep(filename: str | None, monitor: str | None, save_last: Any, save_top_k: Any) -> None:
+    """The arguments that say which checkpoints are kept and how they are named, checked before the first save."""
+    if isinstance(save_top_k, bool) or not isinstance(save_top_k, int) or save_top_k < -1:
+        raise MisconfigurationException(
+            f"ModelCheckpoint: `save_top_k` must be an int >= -1. Received: save_top_k={save_top_k!r}. "
+            "Fix: -1 keeps all, 0 none, k the best k."
+        )
+    if monitor is None and save_top_k not in (-1, 0, 1):
+        raise MisconfigurationException(
+            f"ModelCheckpoint(save_top_k={save_top_k}, monitor=None) cannot rank checkpoints without a metric. "
+            "Received: monitor=None. Fix: set monitor='val_loss' (or similar), or save_top_k in (-1, 0, 1)."
+        )
+    if save_last not in (None, True, False, "link"):
+        raise MisconfigurationException(
+            f"ModelCheckpoint: `save_last` must be True, False, 'link' or None. Received: save_last={save_last!r}. "
+            "Fix: save_last=True also keeps last.ckpt; 'link' makes it a link to the newest checkpoint."
+        )
+    if filename is not None:
+        _check_filename(filename)
+
+
+def _resolve_triggers(every_n_train_steps: Any, train_time_interval: Any, every_n_epochs: Any) -> int | None:
+    """Check when to save (at most one of steps, time and epochs) and return `every_n_epochs`:
+    1 when no trigger is given, as in Lightning."""
+    for name, value in (("every_n_train_steps", every_n_train_steps), ("every_n_epochs", every_n_epochs)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise MisconfigurationException(
+                f"ModelCheckpoint: `{name}` must be an int >= 0. Received: {name}={value!r}. Fix: e.g. {name}=1."
+            )
+    if train_time_interval is not None and not isinstance(train_time_interval, dt.timedelta):
+        raise MisconfigurationException(
+            "ModelCheckpoint: `train_time_interval` must be a datetime.timedelta. "
+            f"Received: {type(train_time_interval).__name__}. Fix: timedelta(minutes=30)."
+        )
+    triggers = sum(bool(v) for v in (every_n_train_steps, every_n_epochs, train_time_interval))
+    if triggers > 1:
+        raise MisconfigurationException(
+            "ModelCheckpoint: every_n_train_steps, every_n_epochs and train_time_interval are exclusive. "
+            f"Received: every_n_train_steps={every_n_train_steps}, every_n_epochs={every_n_epochs}, "
+            f"train_time_interval={train_time_interval}. Fix: set only one of them."
+        )
+    if triggers == 0 and every_n_train_steps is None and every_n_epochs is None:
+        every_n_epochs = 1
+    return every_n_epochs

@@ -43,6 +43,8 @@ def _prune() -> Any:
     from torch.nn.utils import prune
 
     return prune
+
+
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 
@@ -85,52 +87,11 @@ class ModelPruning(Callback):
         self._resample_parameters = resample_parameters
         self._prune_on_train_epoch_end = prune_on_train_epoch_end
         self._parameter_names = parameter_names or list(self.PARAMETER_NAMES)
-        self._global_kwargs: dict[str, Any] = {}
         self._original_layers: dict[int, dict[str, Any]] | None = None
-        for name in self._parameter_names:
-            if name not in self.PARAMETER_NAMES:
-                raise MisconfigurationException(
-                    f"ModelPruning prunes 'weight' or 'bias'. Received: parameter_names containing {name!r}."
-                )
-        if isinstance(pruning_fn, str):
-            name = pruning_fn.lower()
-            if name not in _FUNCTIONS:
-                raise MisconfigurationException(
-                    f"ModelPruning got an unknown pruning_fn. Received: pruning_fn={pruning_fn!r}. "
-                    f"Fix: use one of {sorted(_FUNCTIONS)} or a BasePruningMethod subclass."
-                )
-            kwargs: dict[str, Any] = {}
-            if name.endswith("_structured"):
-                if pruning_dim is None:
-                    raise MisconfigurationException(f"pruning_fn={name!r} needs pruning_dim. Received: pruning_dim=None.")
-                if name == "ln_structured":
-                    if pruning_norm is None:
-                        raise MisconfigurationException("pruning_fn='ln_structured' needs pruning_norm. "
-                                                        "Received: pruning_norm=None.")
-                    kwargs["n"] = pruning_norm
-                kwargs["dim"] = pruning_dim
-            if use_global_unstructured:
-                self._global_kwargs = kwargs
-                pruning_fn = getattr(_prune(), _METHODS[name])
-            else:
-                pruning_fn = partial(getattr(_prune(), name), **kwargs)
-        elif inspect.isclass(pruning_fn) and issubclass(pruning_fn, _prune().BasePruningMethod):
-            if not use_global_unstructured:
-                raise MisconfigurationException(
-                    "A BasePruningMethod class works with use_global_unstructured=True only. "
-                    "Received: use_global_unstructured=False. Fix: pass a function fn(module, name, amount) instead."
-                )
-        elif not callable(pruning_fn) or use_global_unstructured:
-            raise MisconfigurationException(
-                f"pruning_fn must be one of {sorted(_FUNCTIONS)} or a BasePruningMethod subclass (the class, not an "
-                f"instance). Received: pruning_fn={pruning_fn!r}."
-            )
-        if use_global_unstructured and getattr(pruning_fn, "PRUNING_TYPE", None) != "unstructured":
-            raise MisconfigurationException(
-                "Global pruning ranks single weights, so it needs an unstructured method. "
-                f"Received: pruning_fn={pruning_fn!r} with use_global_unstructured=True. "
-                "Fix: use an *_unstructured method or use_global_unstructured=False."
-            )
+        _check_parameter_names(self._parameter_names, self.PARAMETER_NAMES)
+        pruning_fn, self._global_kwargs = _resolve_pruning_fn(
+            pruning_fn, use_global_unstructured, pruning_dim, pruning_norm
+        )
         if not (isinstance(amount, (int, float)) or callable(amount)):
             raise MisconfigurationException(f"amount must be an int, a float or fn(epoch). Received: amount={amount!r}.")
         if verbose not in (0, 1, 2):
@@ -261,3 +222,59 @@ class ModelPruning(Callback):
                 "Fix: pass submodules of the LightningModule and existing parameter names."
             )
         return [tuple(pair) for pair in parameters_to_prune]
+
+
+def _check_parameter_names(names: list[str], known: tuple[str, ...]) -> None:
+    for name in names:
+        if name not in known:
+            raise MisconfigurationException(
+                f"ModelPruning prunes 'weight' or 'bias'. Received: parameter_names containing {name!r}."
+            )
+
+
+def _resolve_pruning_fn(
+    pruning_fn: Callable | str, use_global_unstructured: bool, pruning_dim: int | None, pruning_norm: int | None
+) -> tuple[Any, dict[str, Any]]:
+    """The pruning method to call and, for global pruning by name, the keyword arguments of its
+    class (`dim`, `n`): a name becomes torch's function (local pruning) or its method class (global)."""
+    global_kwargs: dict[str, Any] = {}
+    if isinstance(pruning_fn, str):
+        name = pruning_fn.lower()
+        if name not in _FUNCTIONS:
+            raise MisconfigurationException(
+                f"ModelPruning got an unknown pruning_fn. Received: pruning_fn={pruning_fn!r}. "
+                f"Fix: use one of {sorted(_FUNCTIONS)} or a BasePruningMethod subclass."
+            )
+        kwargs: dict[str, Any] = {}
+        if name.endswith("_structured"):
+            if pruning_dim is None:
+                raise MisconfigurationException(f"pruning_fn={name!r} needs pruning_dim. Received: pruning_dim=None.")
+            if name == "ln_structured":
+                if pruning_norm is None:
+                    raise MisconfigurationException("pruning_fn='ln_structured' needs pruning_norm. "
+                                                    "Received: pruning_norm=None.")
+                kwargs["n"] = pruning_norm
+            kwargs["dim"] = pruning_dim
+        if use_global_unstructured:
+            global_kwargs = kwargs
+            pruning_fn = getattr(_prune(), _METHODS[name])
+        else:
+            pruning_fn = partial(getattr(_prune(), name), **kwargs)
+    elif inspect.isclass(pruning_fn) and issubclass(pruning_fn, _prune().BasePruningMethod):
+        if not use_global_unstructured:
+            raise MisconfigurationException(
+                "A BasePruningMethod class works with use_global_unstructured=True only. "
+                "Received: use_global_unstructured=False. Fix: pass a function fn(module, name, amount) instead."
+            )
+    elif not callable(pruning_fn) or use_global_unstructured:
+        raise MisconfigurationException(
+            f"pruning_fn must be one of {sorted(_FUNCTIONS)} or a BasePruningMethod subclass (the class, not an "
+            f"instance). Received: pruning_fn={pruning_fn!r}."
+        )
+    if use_global_unstructured and getattr(pruning_fn, "PRUNING_TYPE", None) != "unstructured":
+        raise MisconfigurationException(
+            "Global pruning ranks single weights, so it needs an unstructured method. "
+            f"Received: pruning_fn={pruning_fn!r} with use_global_unstructured=True. "
+            "Fix: use an *_unstructured method or use_global_unstructured=False."
+        )
+    return pruning_fn, global_kwargs
