@@ -15,7 +15,7 @@ When the error is the user's own (a Dataset raising, configure_optimizers raisin
 
 Complementary tables, not repeated here: tests/test_errors.py (the module, bad losses, other
 Trainer arguments), tests/test_logging.py `BAD_LOGS` (non-scalar tensor, string, None, options
-that clash, reduce_fx, logging outside a loop), tests/test_optimization.py `MALFORMED` (string,
+that clash, reduce_fx, logging outside a loop), tests/test_configure_optimizers.py `MALFORMED` (string,
 dict keys, scheduler dicts, interval, frequency, foreign optimizer, plateau without monitor).
 """
 
@@ -368,7 +368,7 @@ CASES: dict[str, Case] = {
     "log_numpy_array": Case(lambda run: fit(run, logs_with(lambda m, loss: m.log("acc", np.ones(3)))), Misconf,
                             match=r"Received: value of type ndarray"),
 
-    # ---- configure_optimizers (more in tests/test_optimization.py MALFORMED) ----
+    # ---- configure_optimizers (more in tests/test_configure_optimizers.py MALFORMED) ----
     "optimizers_int": Case(optimizers(lambda m: 3), Misconf, match=r"Received: int \(3\)"),
     "optimizers_parameters_generator": Case(optimizers(lambda m: m.parameters()), Misconf,
                                             match=r"cannot use\. Received: generator"),

@@ -10,7 +10,7 @@ nothing after `fit` runs (a chained `&& next_step` neither).
 
 test_exceptions_and_interrupts.py::test_real_* run tests/scripts/fit_until_signalled.py in a
 real process and send it a real SIGINT (or let it fail), then read its files back. Test-level
-`KeyboardInterrupt` and basic `on_exception` calls are in test_trainer_loop.py.
+`KeyboardInterrupt` and basic `on_exception` calls are in test_evaluation_and_state.py.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ def _loader() -> DataLoader:
 
 
 def _epoch(loader):
-    return zip(range(len(loader)), loader)  # as fulmen and Lightning iterate (see test_optimization._epoch)
+    return zip(range(len(loader)), loader)  # as fulmen and Lightning iterate (see test_optimization_matches_raw_loop._epoch)
 
 
 def _net() -> nn.Module:
