@@ -140,8 +140,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.format == "json":
         print(json.dumps([f.to_dict() for f in findings], indent=2))
     else:
+        shown: set[str] = set()
         for finding in findings:
-            print(finding.format())
+            # A fix already printed is not printed again: five findings of two kinds show two fixes.
+            text = finding.format()
+            if finding.fix in shown:
+                text = text.split("\n    Fix: ")[0] + f"\n    Fix: as above ({finding.code})."
+            shown.add(finding.fix)
+            print(text)
         counts = {s: sum(f.severity == s for f in findings) for s in ("error", "warning", "advice")}
         summary = ", ".join(f"{n} {s}{'s' if n != 1 and s != 'advice' else ''}" for s, n in counts.items() if n)
         print(f"fulmen doctor: {len(findings)} finding{'s' if len(findings) != 1 else ''} in {count} "

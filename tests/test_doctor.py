@@ -82,6 +82,16 @@ def test_examples_and_fulmen_itself_have_no_findings():
     assert files > 40
 
 
+def test_main_prints_each_fix_once(capsys):
+    """Four FM101 findings share one fix: it is printed once, the others point back to it."""
+    assert doctor.main([str(CORPUS / "bad_devices.py")]) == 1
+    out = capsys.readouterr().out
+    fixes = [line for line in out.splitlines() if line.startswith("    Fix: ")]
+    real = [f for f in fixes if not f.startswith("    Fix: as above")]
+    assert len(real) == len(set(real)) and len(fixes) == 8
+    assert "    Fix: as above (FM101)." in fixes
+
+
 def test_main_exit_status_output_and_options(capsys):
     assert doctor.main([str(CORPUS / "bad_devices.py")]) == 1
     out = capsys.readouterr().out
