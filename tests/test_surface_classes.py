@@ -19,7 +19,7 @@ from fulmen.loggers.logger import DummyExperiment, rank_zero_experiment
 from fulmen.plugins import environments as envs
 from fulmen.profilers import PassThroughProfiler, Profiler, XLAProfiler
 from fulmen.strategies import (
-    DDPStrategy, DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy, ParallelStrategy, SingleDeviceStrategy,
+    DDPStrategy, DeepSpeedStrategy, FSDPStrategy, ParallelStrategy, SingleDeviceStrategy,
     SingleDeviceXLAStrategy, Strategy, StrategyRegistry, XLAStrategy,
 )
 from helpers import quiet_trainer
@@ -116,7 +116,8 @@ def test_mps_accelerator_names():
 def test_strategy_registry_lists_fulmens_names_and_builds_them():
     assert set(StrategyRegistry.available_strategies()) == {
         "ddp", "ddp_spawn", "ddp_find_unused_parameters_false", "ddp_find_unused_parameters_true",
-        "ddp_spawn_find_unused_parameters_false", "ddp_spawn_find_unused_parameters_true", "fsdp", "single_device",
+        "ddp_spawn_find_unused_parameters_false", "ddp_spawn_find_unused_parameters_true", "fsdp", "model_parallel",
+        "single_device",
     }
     spawn = StrategyRegistry.get("ddp_spawn_find_unused_parameters_true")
     assert isinstance(spawn, DDPStrategy) and spawn.spawns and spawn.ddp_kwargs == {"find_unused_parameters": True}
@@ -151,9 +152,6 @@ def test_single_device_strategy_device_pins_the_device():
                                           r"strategy=DeepSpeedStrategy\(stage=3\)\. Fix: use 'ddp', or 'fsdp'"),
     (XLAStrategy, (), {}, r"XLAStrategy is not supported by fulmen\. Received: strategy=XLAStrategy\(\)"),
     (SingleDeviceXLAStrategy, ("xla:0",), {}, r"Received: strategy=SingleDeviceXLAStrategy\('xla:0'\)"),
-    (ModelParallelStrategy, (), {"tensor_parallel_size": 2},
-     r"ModelParallelStrategy is not supported by fulmen yet \(planned: issue 16\)\. "
-     r"Received: strategy=ModelParallelStrategy\(tensor_parallel_size=2\)"),
 ])
 def test_unsupported_strategy_classes_refuse_to_be_built(cls, args, kwargs, text):
     with pytest.raises(MisconfigurationException, match=text):

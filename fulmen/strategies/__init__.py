@@ -2,8 +2,8 @@
 
 `parse_strategy` turns the Trainer's `strategy` argument (a name or an object) into a strategy;
 see `single.py` for the verbs every strategy has. `StrategyRegistry` lists the names
-`Trainer(strategy=...)` accepts. Lightning's strategies that fulmen does not run (DeepSpeed, XLA,
-ModelParallel) are importable from here and raise a clear error when used (`unsupported.py`).
+`Trainer(strategy=...)` accepts. Lightning's strategies that fulmen does not run (DeepSpeed, XLA)
+are importable from here and raise a clear error when used (`unsupported.py`).
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from fulmen.errors import MisconfigurationException
 from fulmen.utilities.registry import Registry
 from fulmen.strategies.ddp import DDPStrategy, DistributedFailure, ParallelStrategy
 from fulmen.strategies.fsdp import FSDPStrategy
+from fulmen.strategies.model_parallel import ModelParallelStrategy
 from fulmen.strategies.single import SingleDeviceStrategy, Strategy
 from fulmen.strategies.unsupported import (
-    UNSUPPORTED_NAMES, DeepSpeedStrategy, ModelParallelStrategy, SingleDeviceXLAStrategy, XLAStrategy,
+    UNSUPPORTED_NAMES, DeepSpeedStrategy, SingleDeviceXLAStrategy, XLAStrategy,
 )
 
 
@@ -47,6 +48,8 @@ for _flag in (False, True):
                               description=f"DDP in spawned processes, find_unused_parameters={_flag}",
                               find_unused_parameters=_flag)
 StrategyRegistry.register("fsdp", FSDPStrategy, description="Fully sharded data parallel (FSDP2)")
+StrategyRegistry.register("model_parallel", ModelParallelStrategy,
+                          description="Tensor parallel x FSDP2 on a 2-D device mesh (the model parallelizes itself)")
 StrategyRegistry.register("single_device", SingleDeviceStrategy, description="One process on one device")
 
 

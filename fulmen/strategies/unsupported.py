@@ -11,14 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from fulmen.errors import MisconfigurationException
-from fulmen.strategies.ddp import DDPStrategy, ParallelStrategy
+from fulmen.strategies.ddp import DDPStrategy
 from fulmen.strategies.single import SingleDeviceStrategy
 
 _DEEPSPEED_FIX = "use 'ddp', or 'fsdp' (FSDPStrategy) to shard parameters, gradients and optimizer state as ZeRO-3 does"
 _XLA_FIX = "fulmen runs on CUDA, MPS and CPU: use accelerator='cuda' with strategy='ddp' or 'fsdp'"
-_MODEL_PARALLEL_FIX = (
-    "tensor parallelism is planned (issue 16); until then use 'fsdp' (FSDPStrategy) for sharded data parallelism"
-)
 
 
 def _call_text(cls_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -57,13 +54,6 @@ class SingleDeviceXLAStrategy(_Refused, SingleDeviceStrategy):
     _fix = _XLA_FIX
 
 
-class ModelParallelStrategy(_Refused, ParallelStrategy):
-    """Lightning's tensor + data parallel strategy (DTensor): not in fulmen yet (issue 16)."""
-
-    _what = " yet (planned: issue 16)"
-    _fix = _MODEL_PARALLEL_FIX
-
-
 def _refusal(name: str, why: str, fix: str) -> str:
     return f"strategy={name!r} is not supported by fulmen{why}. Received: strategy={name!r}. Fix: {fix}."
 
@@ -86,7 +76,6 @@ def _unsupported_names() -> dict[str, str]:
         "fsdp_cpu_offload", " (fulmen's FSDPStrategy does not offload to CPU)",
         "use strategy='fsdp', with fewer or smaller shard groups (FSDPStrategy(auto_wrap_policy=...)) to save memory",
     )
-    names["model_parallel"] = _refusal("model_parallel", " yet (planned: issue 16)", _MODEL_PARALLEL_FIX)
     return names
 
 
