@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from fulmen.callbacks.callback import CALLBACK_HOOKS, Callback
+from fulmen.callbacks.monitor import MonitorCallback
 from fulmen.precision import calls_closure_once
 
 if TYPE_CHECKING:
@@ -33,14 +36,6 @@ def is_overridden(name: str, instance: object, parent: type) -> bool:
     return method is not None and method is not getattr(parent, name, None)
 
 
-def is_monitoring(callback: Callback) -> bool:
-    """Checkpointing and early stopping act on epoch-end metrics, so they run after the module."""
-    from fulmen.callbacks.early_stopping import EarlyStopping
-    from fulmen.callbacks.model_checkpoint import ModelCheckpoint
-
-    return isinstance(callback, (EarlyStopping, ModelCheckpoint))
-
-
 class HookDispatch:
     """Calls callback and module hooks in Lightning's order: callbacks first, then the module."""
 
@@ -53,21 +48,25 @@ class HookDispatch:
             name: tuple(getattr(cb, name) for cb in callbacks if is_overridden(name, cb, Callback))
             for name in CALLBACK_HOOKS
         }
-        # on_train_epoch_end is split: plain callbacks, then the module, then the monitors.
+        # on_train_epoch_end is split: plain callbacks, then the module, then the monitors
+        # (checkpointing, early stopping), which act on the epoch-end metrics the module logged.
         ends = self._callbacks["on_train_epoch_end"]
-        self._epoch_end_plain = tuple(f for f in ends if not is_monitoring(f.__self__))
-        self._epoch_end_monitors = tuple(f for f in ends if is_monitoring(f.__self__))
+        self._epoch_end_plain = tuple(f for f in ends if not isinstance(f.__self__, MonitorCallback))
+        self._epoch_end_monitors = tuple(f for f in ends if isinstance(f.__self__, MonitorCallback))
         self._module_overrides = {
             # dir(): the hooks' defaults live in LightningModule's bases (fulmen.module_hooks).
             name for name in dir(LightningModule) if is_overridden(name, module, LightningModule)
         }
+        # The module's overridden hooks among the callback events, looked up once (a profiled
+        # dispatch replaces them with timed ones).
+        self._module_hooks = {name: getattr(module, name) for name in CALLBACK_HOOKS if name in self._module_overrides}
         # Whether anyone overrides the per-batch hooks. Training-step outputs are built only when
         # someone may read them in on_train_batch_end.
-        self.train_batch_start = self.overridden("on_train_batch_start")
-        self.train_batch_end = self.overridden("on_train_batch_end")
+        self.has_train_batch_start = self.overridden("on_train_batch_start")
+        self.has_train_batch_end = self.overridden("on_train_batch_end")
         self.automatic_optimization = module.automatic_optimization
-        # Nothing between training_step and the optimizer step customised: the loop may run the
-        # step as a hand-written loop would (fulmen.loop._plain_step).
+        # Nothing between training_step and the optimizer step customised: the automatic step
+        # calls what the default hooks would call, as a hand-written loop does (fulmen.loop._automatic_step).
         self.plain_step = (
             self.automatic_optimization
             and len(trainer._optimizers) == 1
@@ -76,6 +75,10 @@ class HookDispatch:
             and calls_closure_once(type(trainer._optimizers[0].optimizer))
             and not any(self.overridden(name) for name in _STEP_HOOKS)
         )
+
+        # The plain step's backward: torch's, which is all the module's default backward hook does
+        # (a profiled dispatch calls the hook, to time it).
+        self.plain_backward = torch.Tensor.backward
 
     def overridden(self, name: str) -> bool:
         """Whether any callback or the module overrides hook `name`."""
@@ -88,22 +91,22 @@ class HookDispatch:
         for hook in self._callbacks[name]:
             hook(self.trainer, self.module, *args)
 
-    def call_module(self, name: str, *args: Any) -> Any:
-        return getattr(self.module, name)(*args)
-
-    def both(self, name: str, *args: Any) -> None:
-        """Callbacks' `name`, then the module's `name` when it is overridden."""
+    def callbacks_then_module(self, name: str, *args: Any) -> None:
+        """Lightning's order for most events: every callback's `name`, then the module's `name`
+        (when it is overridden)."""
         for hook in self._callbacks[name]:
             hook(self.trainer, self.module, *args)
-        if name in self._module_overrides:
-            getattr(self.module, name)(*args)
+        if name in self._module_hooks:
+            self._module_hooks[name](*args)
 
     def train_epoch_end(self) -> None:
+        """on_train_epoch_end of the callbacks that are not monitors, then the module's."""
         for hook in self._epoch_end_plain:
             hook(self.trainer, self.module)
-        if "on_train_epoch_end" in self._module_overrides:
-            self.module.on_train_epoch_end()
+        if "on_train_epoch_end" in self._module_hooks:
+            self._module_hooks["on_train_epoch_end"]()
 
     def train_epoch_end_monitors(self) -> None:
+        """on_train_epoch_end of ModelCheckpoint, EarlyStopping (any `MonitorCallback`), after the module's."""
         for hook in self._epoch_end_monitors:
             hook(self.trainer, self.module)

@@ -12,7 +12,8 @@ One training batch under automatic optimization, in Lightning's hook order:
     log to loggers every `log_every_n_steps`; validation when due
     after the batch: checkpoints that came due, a preemption (see `_run_after_batch`)
 
-When nothing in that chain is customised, `_plain_step` runs the same step as a hand-written loop.
+When nothing in that chain is customised, `_automatic_step` skips the no-op hooks and runs the
+same calls as a hand-written loop.
 
 At the end of an epoch: on_train_epoch_end (callbacks, then the module), epoch metrics to the
 loggers, "epoch"-interval schedulers, then the monitoring callbacks (ModelCheckpoint,
@@ -25,12 +26,12 @@ import inspect
 import itertools
 import time
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
 from fulmen.data import prefetch, set_sampler_epoch
-from fulmen.dataloading import train_epoch_batches
+from fulmen.dataloading import reload_fit_dataloaders, train_epoch_batches
 from fulmen.errors import MisconfigurationException, warn_once, warn_once_at
 from fulmen.logging import Results, to_float_dict
 from fulmen.optim import step_schedulers
@@ -52,23 +53,23 @@ _STOP_EPOCH = -1  # what on_train_batch_start returns to end the epoch early
 def run_fit(trainer: Trainer) -> None:
     hooks = trainer._hooks
     _warn_eval_modules(trainer.lightning_module)
-    hooks.both("on_fit_start")
+    hooks.callbacks_then_module("on_fit_start")
     if trainer._val_enabled and trainer.num_sanity_val_steps > 0 and trainer.state.global_step == 0:
         run_sanity_check(trainer)
     trainer.state.stage = RunningStage.TRAINING
     if trainer.max_time is not None:
         trainer._deadline = time.monotonic() + trainer.max_time
     _warn_few_batches(trainer)
-    hooks.both("on_train_start")
+    hooks.callbacks_then_module("on_train_start")
     trainer._none_steps = 0  # training steps that returned None in this fit's first epoch (see _end_train_epoch)
     train_epoch = timed(trainer, "run_training_epoch", run_train_epoch)  # run_train_epoch itself without a profiler
     while not _fit_done(trainer):
         train_epoch(trainer)
     reason = _stop_reason(trainer)
-    hooks.both("on_train_end")
+    hooks.callbacks_then_module("on_train_end")
     # Lightning's line, once the progress bar has closed its line (on_train_end), so that it starts a line of its own.
     rank_zero_info(f"`Trainer.fit` stopped: {reason}")
-    hooks.both("on_fit_end")
+    hooks.callbacks_then_module("on_fit_end")
 
 
 def _warn_few_batches(trainer: Trainer) -> None:
@@ -156,10 +157,16 @@ def _deadline_passed(trainer: Trainer) -> bool:
     return trainer._deadline is not None and time.monotonic() >= trainer._deadline
 
 
-def _stop_requested(trainer: Trainer) -> bool:
-    if not trainer.strategy.distributed and _deadline_passed(trainer):  # distributed: part of the vote
-        trainer.state.should_stop = True
-    return trainer.state.should_stop and _min_reached(trainer)
+def _should_leave_epoch(trainer: Trainer) -> bool:
+    """After a training batch: whether the epoch ends here. It does at max_steps, and when a stop
+    was asked for (`should_stop`, or `max_time` passed) once min_epochs/min_steps are reached."""
+    s = trainer.state
+    if trainer.max_steps != -1 and s.global_step >= trainer.max_steps:
+        return True
+    deadline = trainer._deadline
+    if deadline is not None and not trainer.strategy.distributed and time.monotonic() >= deadline:
+        s.should_stop = True  # several processes: the deadline is part of their vote (_agree_on_stop)
+    return s.should_stop and _min_reached(trainer)
 
 
 def _agree_on_stop(trainer: Trainer, settle: bool = False) -> None:
@@ -191,9 +198,7 @@ def run_sanity_check(trainer: Trainer) -> None:
 def _train_epoch_loader(trainer: Trainer) -> Any:
     s, n = trainer.state, trainer.reload_dataloaders_every_n_epochs
     if n and s.epoch - (trainer._last_train_reload_epoch or 0) >= n:
-        trainer._load_train_dataloader()
-        trainer._load_val_dataloaders()
-        trainer._compute_val_check_batch()
+        reload_fit_dataloaders(trainer)
     # Several training loaders are read through their CombinedLoader; one loader as it is.
     loader = trainer._combined_loader if trainer._combined_loader is not None else trainer.train_dataloader
     set_sampler_epoch(loader, s.epoch)
@@ -205,7 +210,7 @@ def run_train_epoch(trainer: Trainer) -> None:
     loader = _train_epoch_loader(trainer)
     s.stage = RunningStage.TRAINING
     results = trainer._results = trainer._train_results = Results()
-    hooks.both("on_train_epoch_start")
+    hooks.callbacks_then_module("on_train_epoch_start")
 
     limit = trainer.num_training_batches
     stop = None if limit == float("inf") else int(limit)
@@ -214,7 +219,6 @@ def run_train_epoch(trainer: Trainer) -> None:
     # Decided once per epoch, so that a batch after which nothing is due costs a few comparisons.
     distributed = trainer.strategy.distributed
     validating = trainer._val_enabled and _validation_due_this_epoch(trainer) and trainer.val_check_batch != float("inf")
-    max_steps = float("inf") if trainer.max_steps == -1 else trainer.max_steps
     pending, preemption = trainer._after_batch, trainer._preemption
     # Profiling is decided once per epoch: without a profiler these are the functions themselves.
     train_batch = timed(trainer, "run_training_batch", run_train_batch)
@@ -231,9 +235,8 @@ def run_train_epoch(trainer: Trainer) -> None:
             validated_at_end = _maybe_validate(trainer, batch_idx, batch_idx + 1 == limit, log_at)
         if pending or (preemption is not None and (preemption.received or preemption.agreed)):
             _run_after_batch(trainer)
-        if s.global_step >= max_steps or s.should_stop or trainer._deadline is not None:
-            if _max_steps_reached(trainer) or _stop_requested(trainer):
-                break
+        if _should_leave_epoch(trainer):
+            break
     if trainer.val_check_batch == float("inf") and not validated_at_end and _validation_due_this_epoch(trainer):
         run_evaluation(trainer, RunningStage.VALIDATING, log_at)  # an iterable without length: validate at its end
         _run_after_batch(trainer)
@@ -289,7 +292,7 @@ def _run_after_batch(trainer: Trainer, window_closed: bool = False) -> None:
     if not trainer._after_batch and signum is None:
         return  # the usual case: nothing to do
     # Checkpoints land on optimizer-step boundaries: inside an accumulation window they wait for it to close.
-    if not window_closed and _accumulating(trainer):
+    if not window_closed and is_accumulating(trainer):
         return
     pending = trainer._after_batch
     while pending:
@@ -302,26 +305,25 @@ def run_train_batch(trainer: Trainer, results: Results, batch: Any, batch_idx: i
     s, hooks = trainer.state, trainer._hooks
     trainer._in_batch, trainer._current_batch, trainer._batch_size = True, batch, None
     results.batch_counter += 1
-    # Decided before the hooks, for the loop and for callbacks that log when the loop does: this
-    # batch completes a step (as in Lightning, every manual-optimization batch does) whose
-    # logging step is a multiple of log_every_n_steps.
-    steps = trainer.accumulate_grad_batches == 1 or not hooks.automatic_optimization or _window(trainer, batch_idx)[1]
+    # Decided before the hooks, for the loop and for callbacks that log when the loop does
+    # (`should_update_logs`): this batch completes a step (as in Lightning, every
+    # manual-optimization batch does) whose logging step is a multiple of log_every_n_steps.
+    window = _WHOLE_WINDOW if trainer.accumulate_grad_batches == 1 else _window(trainer, batch_idx)
+    steps = window.step or not hooks.automatic_optimization
     trainer._log_due = steps and (s.log_step + 1) % trainer.log_every_n_steps == 0
-    if hooks.train_batch_start and _train_batch_start(trainer, batch, batch_idx) == _STOP_EPOCH:
+    if hooks.has_train_batch_start and _train_batch_start(trainer, batch, batch_idx) == _STOP_EPOCH:
         trainer._in_batch = False
         return _STOP_EPOCH
 
     steps_before = s.global_step
     if not hooks.automatic_optimization:
         outputs = trainer._training_step(batch, batch_idx)
+    elif not window.step and trainer.strategy.distributed:
+        # A batch that only accumulates: its gradients are synced with the window's last batch.
+        with trainer.strategy.no_backward_sync():
+            outputs = _automatic_step(trainer, batch, batch_idx, window)
     else:
-        step = _plain_step if hooks.plain_step else _automatic_step
-        if trainer.accumulate_grad_batches > 1 and trainer.strategy.distributed and not _window(trainer, batch_idx)[1]:
-            # A batch that only accumulates: its gradients are synced with the window's last batch.
-            with trainer.strategy.no_backward_sync():
-                outputs = step(trainer, batch, batch_idx)
-        else:
-            outputs = step(trainer, batch, batch_idx)
+        outputs = _automatic_step(trainer, batch, batch_idx, window)
     if trainer.lr_scheduler_configs and s.global_step > steps_before:
         step_schedulers(trainer, "step", s.global_step)
 
@@ -331,13 +333,24 @@ def run_train_batch(trainer: Trainer, results: Results, batch: Any, batch_idx: i
     log_at = s.log_step
     if steps:
         s.log_step = log_at + 1
-    if hooks.train_batch_end:
-        hooks.both("on_train_batch_end", outputs, batch, batch_idx)
+    if hooks.has_train_batch_end:
+        hooks.callbacks_then_module("on_train_batch_end", outputs, batch, batch_idx)
     trainer._in_batch = False
     # Not on a batch that only accumulates gradients: its step is logged by the batch that steps.
-    if trainer._log_due or s.should_stop:
+    if trainer._log_due or s.should_stop:  # should_update_logs(trainer), spelled out on the hot path
         trainer._log_metrics(results.view("logger", fresh_only=True), step=log_at)
     return None
+
+
+def should_update_logs(trainer: Trainer) -> bool:
+    """Whether the training batch now running is a logging point: it completes an optimizer
+    step whose logging step is a multiple of `log_every_n_steps`, or training stops after it.
+
+    The loop sends the batch's logged values to the loggers exactly then; callbacks that log per
+    step (LearningRateMonitor, DeviceStatsMonitor, ThroughputMonitor) ask this to log with it.
+    Lightning's `trainer._logger_connector.should_update_logs`.
+    """
+    return trainer._log_due or trainer.state.should_stop
 
 
 def _train_batch_start(trainer: Trainer, batch: Any, batch_idx: int) -> int | None:
@@ -349,83 +362,96 @@ def _train_batch_start(trainer: Trainer, batch: Any, batch_idx: int) -> int | No
     return None
 
 
-def _window(trainer: Trainer, batch_idx: int) -> tuple[bool, bool]:
-    """(zero the gradients before backward, step the optimizer after it) for this batch under
-    gradient accumulation: zero at the first batch of a window, step at its last (or the epoch's)."""
+class Window(NamedTuple):
+    """What a training batch does under gradient accumulation (`accumulate_grad_batches`)."""
+
+    zero_grad: bool  # zero the gradients before backward: the first batch of a window
+    step: bool  # step the optimizer after backward: the last batch of a window (or of the epoch)
+
+
+_WHOLE_WINDOW = Window(zero_grad=True, step=True)  # no accumulation: every batch is a window of its own
+
+
+def _window(trainer: Trainer, batch_idx: int) -> Window:
+    """This batch's place in its accumulation window: zero at its first batch, step at its last (or the epoch's)."""
     accumulate = trainer.accumulate_grad_batches
     if accumulate == 1:
-        return True, True
-    return batch_idx % accumulate == 0, (batch_idx + 1) % accumulate == 0 or batch_idx + 1 == trainer.num_training_batches
+        return _WHOLE_WINDOW
+    last = (batch_idx + 1) % accumulate == 0 or batch_idx + 1 == trainer.num_training_batches
+    return Window(zero_grad=batch_idx % accumulate == 0, step=last)
 
 
-def _automatic_step(trainer: Trainer, batch: Any, batch_idx: int) -> Any:
-    """training_step + backward (+ optimizer step at the end of an accumulation window), with every hook."""
-    module = trainer.lightning_module
-    optimizer = trainer._optimizers[0] if trainer._optimizers else None
-    zero_grad, window_done = _window(trainer, batch_idx)
-    closure = _TrainingStep(trainer, batch, batch_idx, optimizer, zero_grad)
-    if optimizer is not None and window_done:
-        module.optimizer_step(trainer.state.epoch, batch_idx, optimizer, closure)
-    else:
-        closure()
-    if window_done:
+def _automatic_step(trainer: Trainer, batch: Any, batch_idx: int, window: Window) -> Any:
+    """One batch under automatic optimization: `_forward_backward` (training_step, zero_grad,
+    backward), then, at the end of an accumulation window, the optimizer step.
+
+    With every hook, the module's optimizer_step runs `_forward_backward` as its closure:
+    module.optimizer_step(closure) → LightningOptimizer.step → Precision.optimizer_step, which
+    calls the closure, then on_before_optimizer_step and clipping (Trainer._after_closure), then
+    the optimizer's step. When nothing in that chain is customised (`HookDispatch.plain_step`),
+    each hook in it is a no-op or its default, so the step makes the calls those defaults make:
+    `_forward_backward`, then the optimizer's step, as a hand-written loop does.
+    """
+    if trainer._hooks.plain_step:
+        outputs = _forward_backward(trainer, batch, batch_idx, window.zero_grad)[1]
+        if window.step:
+            trainer._optimizers[0].optimizer.step()
+    elif window.step and trainer._optimizers:
+        closure = _TrainingClosure(trainer, batch, batch_idx, window.zero_grad)
+        trainer.lightning_module.optimizer_step(trainer.state.epoch, batch_idx, trainer._optimizers[0], closure)
+        outputs = closure.outputs
+    else:  # inside an accumulation window, or no optimizer (configure_optimizers returned None)
+        outputs = _forward_backward(trainer, batch, batch_idx, window.zero_grad)[1]
+    if window.step:
         # As in Lightning, each completed window is one step, whether or not an overridden
-        # optimizer_step really stepped, and also with no optimizer at all (configure_optimizers
-        # returned None): max_steps, "step" schedulers and logging follow windows.
+        # optimizer_step really stepped, and also with no optimizer at all: max_steps, "step"
+        # schedulers and logging follow windows.
         trainer.state.global_step += 1
-    return closure.outputs
+    return outputs
 
 
-def _plain_step(trainer: Trainer, batch: Any, batch_idx: int) -> Any:
-    """`_automatic_step` for the common case where nothing in it is customised (see
-    `HookDispatch.plain_step`): every hook it skips would be a no-op, so a small model pays no
-    more than in a hand-written loop."""
-    zero_grad, window_done = _window(trainer, batch_idx)
-    optimizer = trainer._optimizers[0].optimizer
+def _forward_backward(trainer: Trainer, batch: Any, batch_idx: int, zero_grad: bool) -> tuple[Any, Any]:
+    """training_step, zero_grad (the first batch of an accumulation window) and backward; returns
+    (the loss, the outputs for on_train_batch_end)."""
+    hooks = trainer._hooks
     output = trainer._training_step(batch, batch_idx)
     # The usual loss (a scalar tensor with a graph) is taken as it is; anything else is checked.
     if type(output) is torch.Tensor and output.requires_grad and not output.ndim:
         loss = output
     else:
         loss = _loss_from(output, trainer.lightning_module)
-    if zero_grad:
-        optimizer.zero_grad()
-    if loss is not None:
-        accumulate = trainer.accumulate_grad_batches
-        (loss / accumulate if accumulate > 1 else loss).backward()
-    if window_done:
-        optimizer.step()
-        trainer.state.global_step += 1
-    return _outputs_dict(output, loss) if loss is not None and trainer._hooks.train_batch_end else None
+    if zero_grad and trainer._optimizers:
+        optimizer = trainer._optimizers[0]
+        if hooks.plain_step:
+            optimizer.optimizer.zero_grad()  # what the default optimizer_zero_grad does
+        else:
+            hooks.callbacks_then_module("on_before_zero_grad", optimizer)
+            trainer.lightning_module.optimizer_zero_grad(trainer.state.epoch, batch_idx, optimizer)
+    if loss is None:
+        return None, None
+    accumulate = trainer.accumulate_grad_batches
+    if hooks.plain_step:  # the default backward hook's loss.backward() (a profiled run: the hook, timed)
+        hooks.plain_backward(loss / accumulate if accumulate > 1 else loss)
+    else:  # on_before_backward, the loss scaled by a GradScaler, the backward hook, on_after_backward
+        trainer._backward(loss / accumulate if accumulate > 1 else loss)
+    # Detaching costs a tensor per step: only when someone reads the outputs in on_train_batch_end.
+    return loss, _outputs_dict(output, loss) if hooks.has_train_batch_end else None
 
 
-class _TrainingStep:
-    """The closure handed to the optimizer: forward, zero_grad, backward; returns the loss.
+class _TrainingClosure:
+    """`_forward_backward` as the closure handed to optimizer_step; it returns the loss.
 
     Optimizers such as LBFGS call it several times per step, so it must be re-runnable.
     """
 
-    __slots__ = ("trainer", "batch", "batch_idx", "optimizer", "zero_grad", "outputs")
+    __slots__ = ("trainer", "batch", "batch_idx", "zero_grad", "outputs")
 
-    def __init__(self, trainer: Trainer, batch: Any, batch_idx: int, optimizer: Any, zero_grad: bool):
-        self.trainer, self.batch, self.batch_idx = trainer, batch, batch_idx
-        self.optimizer, self.zero_grad = optimizer, zero_grad
+    def __init__(self, trainer: Trainer, batch: Any, batch_idx: int, zero_grad: bool):
+        self.trainer, self.batch, self.batch_idx, self.zero_grad = trainer, batch, batch_idx, zero_grad
         self.outputs: Any = None
 
     def __call__(self) -> torch.Tensor | None:
-        trainer = self.trainer
-        module, hooks = trainer.lightning_module, trainer._hooks
-        output = trainer._training_step(self.batch, self.batch_idx)
-        loss = _loss_from(output, module)
-        if loss is not None and hooks.train_batch_end:  # detaching costs a tensor per step: only on demand
-            self.outputs = _outputs_dict(output, loss)
-        if self.zero_grad and self.optimizer is not None:
-            hooks.both("on_before_zero_grad", self.optimizer)
-            module.optimizer_zero_grad(trainer.state.epoch, self.batch_idx, self.optimizer)
-        if loss is None:
-            return None
-        accumulate = trainer.accumulate_grad_batches
-        trainer._backward(loss / accumulate if accumulate > 1 else loss)
+        loss, self.outputs = _forward_backward(self.trainer, self.batch, self.batch_idx, self.zero_grad)
         return loss
 
 
@@ -483,10 +509,12 @@ def _validation_due_this_epoch(trainer: Trainer) -> bool:
     return trainer._val_enabled and (every is None or (trainer.state.epoch + 1) % every == 0)
 
 
-def _accumulating(trainer: Trainer) -> bool:
-    """Whether an accumulation window is open: its gradients must survive a validation run."""
+def is_accumulating(trainer: Trainer) -> bool:
+    """Whether an accumulation window is open after the batches done so far: the optimizer has
+    not stepped on their gradients yet (they must survive a validation run, and a checkpoint
+    waits for the window to close)."""
     done = trainer.state.batches_done
-    return trainer.lightning_module.automatic_optimization and done > 0 and not _window(trainer, done - 1)[1]
+    return trainer.lightning_module.automatic_optimization and done > 0 and not _window(trainer, done - 1).step
 
 
 def _maybe_validate(trainer: Trainer, batch_idx: int, is_last: bool, log_at: int) -> bool:
@@ -586,6 +614,32 @@ def _grad_context(trainer: Trainer) -> Any:
     return torch.inference_mode() if trainer.inference_mode else torch.no_grad()
 
 
+class _EvaluationHooks(NamedTuple):
+    """The names of one evaluation loop's step and hooks, in the order they run (module-only
+    hooks: `model_eval`, `model_train`; the others: callbacks, then the module)."""
+
+    step: str
+    model_eval: str
+    start: str
+    epoch_start: str
+    batch_start: str
+    batch_end: str
+    epoch_end: str
+    end: str
+    model_train: str
+
+
+_VALIDATION_HOOKS = _EvaluationHooks(
+    "validation_step", "on_validation_model_eval", "on_validation_start", "on_validation_epoch_start",
+    "on_validation_batch_start", "on_validation_batch_end", "on_validation_epoch_end", "on_validation_end",
+    "on_validation_model_train",
+)
+_TEST_HOOKS = _EvaluationHooks(
+    "test_step", "on_test_model_eval", "on_test_start", "on_test_epoch_start", "on_test_batch_start",
+    "on_test_batch_end", "on_test_epoch_end", "on_test_end", "on_test_model_train",
+)
+
+
 def run_evaluation(trainer: Trainer, stage: RunningStage, log_at: int | None = None) -> list[dict[str, float]]:
     """Validate (also for the sanity check) or test; return one dict of metrics per dataloader.
 
@@ -594,27 +648,25 @@ def run_evaluation(trainer: Trainer, stage: RunningStage, log_at: int | None = N
     """
     s, hooks, module = trainer.state, trainer._hooks, trainer.lightning_module
     testing = stage == RunningStage.TESTING
-    name = "test" if testing else "validation"
+    names = _TEST_HOOKS if testing else _VALIDATION_HOOKS
     loaders = trainer._test_loaders if testing else trainer._val_loaders
     limits = (
         trainer.num_test_batches if testing
         else trainer.num_sanity_val_batches if stage == RunningStage.SANITY_CHECKING
         else trainer.num_val_batches
     )
-    batch_start, batch_end = f"on_{name}_batch_start", f"on_{name}_batch_end"
     several = len(loaders) > 1
-    step_fn = _eval_step(module, "test_step" if testing else "validation_step", (batch_start, batch_end), several,
-                         "test" if testing else "val")
+    step_fn = _eval_step(module, names.step, (names.batch_start, names.batch_end), several, "test" if testing else "val")
     previous_stage, previous_results = s.stage, trainer._results
     s.stage = stage
     results = trainer._results = Results(training=False)
     trainer._num_eval_loaders = len(loaders)
     modes = _module_modes(module)
-    if stage == RunningStage.VALIDATING and s.fn == "fit" and not _accumulating(trainer):
+    if stage == RunningStage.VALIDATING and s.fn == "fit" and not is_accumulating(trainer):
         module.on_validation_model_zero_grad()
-    getattr(module, f"on_{name}_model_eval")()
-    hooks.both(f"on_{name}_start")
-    hooks.both(f"on_{name}_epoch_start")
+    getattr(module, names.model_eval)()
+    hooks.callbacks_then_module(names.start)
+    hooks.callbacks_then_module(names.epoch_start)
     with _grad_context(trainer):
         for dl_idx, loader in enumerate(loaders):
             trainer._dataloader_idx = dl_idx
@@ -623,21 +675,21 @@ def run_evaluation(trainer: Trainer, stage: RunningStage, log_at: int | None = N
             for batch_idx, batch in _device_batches(trainer, itertools.islice(enumerate(loader), stop), dl_idx):
                 trainer._in_batch, trainer._current_batch, trainer._batch_size = True, batch, None
                 results.batch_counter += 1
-                hooks.both(batch_start, batch, batch_idx, *extra)
+                hooks.callbacks_then_module(names.batch_start, batch, batch_idx, *extra)
                 with trainer._precision.forward_context():
                     output = step_fn(batch, batch_idx, dl_idx)
-                hooks.both(batch_end, output, batch, batch_idx, *extra)
+                hooks.callbacks_then_module(names.batch_end, output, batch, batch_idx, *extra)
                 trainer._in_batch = False
         results.epoch_end_reached = True
-        hooks.both(f"on_{name}_epoch_end")
+        hooks.callbacks_then_module(names.epoch_end)
     metrics = results.view("callback")
     if stage != RunningStage.SANITY_CHECKING:
         trainer._callback_metrics.update(metrics)
         trainer._progress_bar_metrics.update(results.view("prog_bar"))
         trainer._log_metrics(results.view("logger"), step=s.log_step if log_at is None else log_at)
-    hooks.both(f"on_{name}_end")
+    hooks.callbacks_then_module(names.end)
     _restore_modes(modes)
-    getattr(module, f"on_{name}_model_train")()
+    getattr(module, names.model_train)()
     s.stage, trainer._results = previous_stage, previous_results
     trainer._num_eval_loaders = 0
     # What validate/test return (and print) is Lightning's: the epoch values sent to loggers
@@ -682,8 +734,8 @@ def run_predict(trainer: Trainer, return_predictions: bool) -> list[Any] | None:
     s.stage = RunningStage.PREDICTING
     modes = _module_modes(module)
     module.on_predict_model_eval()
-    hooks.both("on_predict_start")
-    hooks.both("on_predict_epoch_start")
+    hooks.callbacks_then_module("on_predict_start")
+    hooks.callbacks_then_module("on_predict_epoch_start")
     predictions: list[list[Any]] = [[] for _ in loaders]
     several = len(loaders) > 1
     step_fn = _eval_step(module, "predict_step", ("on_predict_batch_start", "on_predict_batch_end"), several, "predict")
@@ -693,14 +745,14 @@ def run_predict(trainer: Trainer, return_predictions: bool) -> list[Any] | None:
             limit = trainer.num_predict_batches[dl_idx]
             stop = None if limit == float("inf") else int(limit)
             for batch_idx, batch in _device_batches(trainer, itertools.islice(enumerate(loader), stop), dl_idx):
-                hooks.both("on_predict_batch_start", batch, batch_idx, *extra)
+                hooks.callbacks_then_module("on_predict_batch_start", batch, batch_idx, *extra)
                 with trainer._precision.forward_context():
                     prediction = step_fn(batch, batch_idx, dl_idx)
-                hooks.both("on_predict_batch_end", prediction, batch, batch_idx, *extra)
+                hooks.callbacks_then_module("on_predict_batch_end", prediction, batch, batch_idx, *extra)
                 if return_predictions:
                     predictions[dl_idx].append(prediction)
-        hooks.both("on_predict_epoch_end")
-    hooks.both("on_predict_end")
+        hooks.callbacks_then_module("on_predict_epoch_end")
+    hooks.callbacks_then_module("on_predict_end")
     _restore_modes(modes)
     if not return_predictions:
         return None

@@ -86,15 +86,16 @@ class Precision:
         self, optimizer: Optimizer, closure: Callable[[], Any] | None,
         after_closure: Callable[[Optimizer], None], **kwargs: Any,
     ) -> Any:
-        """Run `closure` (forward + backward), then `after_closure` (hooks, clipping), then step."""
-        if self.scaler is None:
-            if closure is not None and calls_closure_once(type(optimizer)):
-                # Same effect as step(closure) for torch's own optimizers, minus the closure plumbing
-                # (nested grad-mode switches) on every step: the hot path of a small model.
-                result = closure()
-                after_closure(optimizer)
-                optimizer.step(**kwargs)
-                return result
+        """Run `closure` (forward + backward), then `after_closure` (hooks, clipping), then step.
+
+        torch's own optimizers (all but LBFGS) call a closure once, before they update, so the
+        closure is called here and the optimizer steps without one: the same update, without the
+        closure plumbing (nested grad-mode switches) on every step. Other optimizers (LBFGS, those
+        of other packages) call the closure themselves, as often as they need, each call followed
+        by the hooks; a GradScaler cannot scale such a step.
+        """
+        scaler = self.scaler
+        if scaler is None and (closure is None or not calls_closure_once(type(optimizer))):
 
             def closure_then_hooks() -> Any:
                 result = closure() if closure is not None else None
@@ -102,16 +103,20 @@ class Precision:
                 return result
 
             return optimizer.step(closure=closure_then_hooks, **kwargs)
-        if isinstance(optimizer, torch.optim.LBFGS):
+        if scaler is not None and isinstance(optimizer, torch.optim.LBFGS):
             raise MisconfigurationException(
                 "LBFGS re-evaluates the closure inside step, which GradScaler cannot scale. "
                 "Received: precision='16-mixed' with LBFGS. Fix: use precision='32-true' or 'bf16-mixed'."
             )
         result = closure() if closure is not None else None
-        self.scaler.unscale_(optimizer)  # so clipping and hooks see true gradient values
+        if scaler is None:
+            after_closure(optimizer)
+            optimizer.step(**kwargs)
+            return result
+        scaler.unscale_(optimizer)  # so that clipping and the hooks see the true gradient values
         after_closure(optimizer)
-        output = self.scaler.step(optimizer, **kwargs)
-        self.scaler.update()
+        output = scaler.step(optimizer, **kwargs)
+        scaler.update()
         return output
 
     def state_dict(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import torch
 
 from fulmen.callbacks.callback import Callback
 from fulmen.errors import MisconfigurationException, warn_once
+from fulmen.loop import should_update_logs
 
 if TYPE_CHECKING:
     from fulmen.module import LightningModule
@@ -123,13 +124,13 @@ class DeviceStatsMonitor(Callback):
             logger.log_metrics({prefix + k: v for k, v in stats.items()}, step=step)
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
-        self._log(trainer, "on_train_batch_start", trainer._log_due or trainer.state.should_stop, trainer.state.log_step)
+        self._log(trainer, "on_train_batch_start", should_update_logs(trainer), trainer.state.log_step)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         # The logging step has moved past this batch already; the stats belong to the batch's step.
         s = trainer.state
-        self._log(trainer, "on_train_batch_end", trainer._log_due or s.should_stop, max(s.log_step - 1, 0))
+        self._log(trainer, "on_train_batch_end", should_update_logs(trainer), max(s.log_step - 1, 0))
 
     def _eval(self, trainer: Trainer, hook: str, batch_idx: int) -> None:
         if trainer.sanity_checking:

@@ -20,6 +20,7 @@ import torch
 
 from fulmen.callbacks.callback import Callback
 from fulmen.errors import MisconfigurationException, warn_once
+from fulmen.loop import should_update_logs
 
 if TYPE_CHECKING:
     from fulmen.module import LightningModule
@@ -68,7 +69,7 @@ class LearningRateMonitor(Callback):
         self.lrs = {name: [] for name in names}
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
-        if self.logging_interval == "epoch" or not (trainer._log_due or trainer.state.should_stop):
+        if self.logging_interval == "epoch" or not should_update_logs(trainer):
             return
         self._log(trainer, "step" if self.logging_interval is None else "any")
 

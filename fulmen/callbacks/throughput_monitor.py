@@ -23,6 +23,7 @@ import torch
 
 from fulmen.callbacks.callback import Callback
 from fulmen.errors import warn_once
+from fulmen.loop import is_accumulating, should_update_logs
 
 if TYPE_CHECKING:
     from fulmen.module import LightningModule
@@ -262,12 +263,10 @@ class ThroughputMonitor(Callback):
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        from fulmen.loop import _accumulating
-
         self._update(trainer, pl_module, batch, "train")
         s = trainer.state
         # As Lightning: once the optimizer stepped, when the step is due for logging (or training stops).
-        if trainer._log_due or (s.should_stop and not _accumulating(trainer)):
+        if should_update_logs(trainer) and not is_accumulating(trainer):
             self._log(trainer, "train", max(s.log_step - 1, 0))
 
     # --- evaluation -------------------------------------------------------------------------------

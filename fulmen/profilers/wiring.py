@@ -5,11 +5,16 @@ the plain `HookDispatch` and the loops call their functions directly, so a batch
 (not even a `with` per hook). With a profiler, `instrument` swaps in:
 
 * `ProfiledHookDispatch`: each callback hook runs as "[Callback]{Class}.{hook}" and each module
-  hook as "[LightningModule]{Class}.{hook}"; the plain training step is turned off so that
-  "[LightningModule]{Class}.optimizer_step", ".optimizer_zero_grad" and ".backward" are recorded;
+  hook as "[LightningModule]{Class}.{hook}";
 * wrappers set on the module instance (removed by `uninstrument`) for the step methods:
-  "[LightningModule]{Class}.training_step", ".validation_step", ".test_step", ".predict_step"
-  (callers reach them as attributes, so this needs no check in the loops);
+  "[LightningModule]{Class}.training_step", ".validation_step", ".test_step", ".predict_step",
+  ".optimizer_step", ".optimizer_zero_grad", ".backward" (callers reach them as attributes, so
+  this needs no check in the loops);
+* a profiled run takes the same training step as an unprofiled one. The plain step (nothing
+  between training_step and the optimizer step customised, see `HookDispatch.plain_step`) calls
+  the torch optimizer's zero_grad and step and the module's backward hook itself, so those are
+  what is timed as ".optimizer_zero_grad", ".optimizer_step" (there: the update alone, without
+  the training_step that a customised optimizer_step's closure runs inside it) and ".backward";
 * `loop.py` asks `timed(trainer, name, fn)` once per epoch for "run_training_epoch",
   "run_training_batch" and "[_TrainingEpochLoop].train_dataloader_next" (Lightning's names).
 """
@@ -44,7 +49,8 @@ def _wrap(profiler: Profiler, action: str, fn: Callable[..., Any]) -> Callable[.
 
 
 class ProfiledHookDispatch(HookDispatch):
-    """`HookDispatch` with every hook call recorded as a profiler action."""
+    """`HookDispatch` with every hook call recorded as a profiler action. The same step body runs
+    as without a profiler: only the callables it calls are timed ones."""
 
     def __init__(self, trainer: Trainer, module: LightningModule, callbacks: list[Any], profiler: Profiler):
         super().__init__(trainer, module, callbacks)
@@ -56,29 +62,12 @@ class ProfiledHookDispatch(HookDispatch):
         self._callbacks = {name: tuple(callback_action(h, name) for h in hooks) for name, hooks in self._callbacks.items()}
         self._epoch_end_plain = tuple(callback_action(h, "on_train_epoch_end") for h in self._epoch_end_plain)
         self._epoch_end_monitors = tuple(callback_action(h, "on_train_epoch_end") for h in self._epoch_end_monitors)
-        self._module_name = type(module).__name__
-        self.plain_step = False  # record optimizer_step / backward / zero_grad through the hooks
-
-    def _module_action(self, name: str) -> str:
-        return f"[LightningModule]{self._module_name}.{name}"
-
-    def call_module(self, name: str, *args: Any) -> Any:
-        with self.profiler.profile(self._module_action(name)):
-            return getattr(self.module, name)(*args)
-
-    def both(self, name: str, *args: Any) -> None:
-        for hook in self._callbacks[name]:
-            hook(self.trainer, self.module, *args)
-        if name in self._module_overrides:
-            with self.profiler.profile(self._module_action(name)):
-                getattr(self.module, name)(*args)
-
-    def train_epoch_end(self) -> None:
-        for hook in self._epoch_end_plain:
-            hook(self.trainer, self.module)
-        if "on_train_epoch_end" in self._module_overrides:
-            with self.profiler.profile(self._module_action("on_train_epoch_end")):
-                self.module.on_train_epoch_end()
+        module_name = type(module).__name__
+        self._module_hooks = {
+            name: _wrap(profiler, f"[LightningModule]{module_name}.{name}", hook) for name, hook in self._module_hooks.items()
+        }
+        # The plain step calls the module's default backward hook itself (timed by `instrument`).
+        self.plain_backward = module.backward
 
 
 def instrument(trainer: Trainer, module: LightningModule, callbacks: list[Any], profiler: Profiler) -> HookDispatch:
@@ -94,15 +83,34 @@ def instrument(trainer: Trainer, module: LightningModule, callbacks: list[Any], 
     for method, wrapper in patched.items():
         object.__setattr__(module, method, wrapper)  # an instance attribute shadows the class method
     module.__dict__["_fulmen_profiled"] = tuple(patched)
-    return ProfiledHookDispatch(trainer, module, callbacks, profiler)
+    dispatch = ProfiledHookDispatch(trainer, module, callbacks, profiler)
+    if dispatch.plain_step:
+        # The plain step calls the torch optimizer's zero_grad and step itself (all that the default
+        # optimizer_zero_grad and optimizer_step do): those calls are timed under the hooks' names.
+        optimizer = trainer._optimizers[0].optimizer
+        saved = {}
+        for method, hook in (("zero_grad", "optimizer_zero_grad"), ("step", "optimizer_step")):
+            saved[method] = optimizer.__dict__.get(method, _ABSENT)  # e.g. an LR scheduler's step counter
+            optimizer.__dict__[method] = _wrap(profiler, f"[LightningModule]{name}.{hook}", getattr(optimizer, method))
+        module.__dict__["_fulmen_profiled_optimizer"] = (optimizer, saved)
+    return dispatch
+
+
+_ABSENT = object()
 
 
 def uninstrument(module: LightningModule | None) -> None:
-    """Remove what `instrument` set on the module."""
+    """Remove what `instrument` set on the module (and on the optimizer of a plain step)."""
     if module is None:
         return
     for method in module.__dict__.pop("_fulmen_profiled", ()):
         module.__dict__.pop(method, None)
+    optimizer, saved = module.__dict__.pop("_fulmen_profiled_optimizer", (None, {}))
+    for method, previous in saved.items():
+        if previous is _ABSENT:
+            optimizer.__dict__.pop(method, None)
+        else:
+            optimizer.__dict__[method] = previous
 
 
 def timed(trainer: Trainer, action: str, fn: Callable[..., Any]) -> Callable[..., Any]:
