@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -25,6 +25,9 @@ from fulmen.errors import MisconfigurationException
 from fulmen.utilities.registry import Registry
 from fulmen.strategies import Strategy, parse_strategy
 from fulmen.strategies.environment import processes_per_node, slurm_detected, torchrun_detected
+
+if TYPE_CHECKING:
+    from fulmen.plugins.resolve import ResolvedPlugins
 
 _ACCELERATORS = ("auto", "cpu", "cuda", "gpu", "mps")
 _NOT_SUPPORTED = {"tpu": "XLA (TPU)", "xla": "XLA (TPU)", "hpu": "Habana Gaudi (HPU)", "ipu": "Graphcore (IPU)"}
@@ -496,11 +499,13 @@ def device_for(accelerator: str, index: int) -> torch.device:
 
 def setup_hardware(
     accelerator: Any, strategy: Any, devices: Any, num_nodes: Any, sync_batchnorm: Any,
+    plugins: ResolvedPlugins | None = None,
 ) -> tuple[str, list[int], Strategy, torch.device]:
     """(accelerator name, device indices, strategy, this process's device) for the Trainer's arguments.
 
     The Accelerator object is left on the strategy (`strategy.accelerator`, as in Lightning), where
-    `trainer.accelerator` reads it."""
+    `trainer.accelerator` reads it; `plugins` (from `fulmen.plugins.resolve_plugins`) gives the strategy
+    its cluster environment, checkpoint IO and layer sync before it works out its ranks."""
     # SingleDeviceStrategy(device=...) names the device itself: it decides "auto" and the index.
     pinned = getattr(strategy, "requested_device", None)
     if pinned is not None and accelerator == "auto":
@@ -526,9 +531,13 @@ def setup_hardware(
             f"{num_nodes} node(s) were requested. Received: devices={devices!r}, num_nodes={num_nodes!r}. "
             "Fix: use strategy='ddp' (or 'auto') for several devices, or devices=1."
         )
+    if plugins is not None:
+        _give_plugins(chosen, plugins)
     chosen.configure(name, device_ids, num_nodes)
-    device = device_for(name, chosen.root_device_index(device_ids))
-    chosen.root_device = device
+    # The backing attribute: a subclass may define root_device as a property (Ray's RayDDPStrategy
+    # does), and then its answer is the device.
+    chosen._root_device = device_for(name, chosen.root_device_index(device_ids))
+    device = chosen.root_device
     chosen.accelerator = accelerator_object
     check_bool("sync_batchnorm", sync_batchnorm)
     if sync_batchnorm and chosen.distributed and name == "cpu":
@@ -537,3 +546,23 @@ def setup_hardware(
             "sync_batchnorm=True with accelerator='cpu'. Fix: drop sync_batchnorm on CPU, or use accelerator='gpu'."
         )
     return name, device_ids, chosen, device
+
+
+def _give_plugins(strategy: Strategy, plugins: ResolvedPlugins) -> None:
+    """Hand the strategy the plugins it uses; one given both to the strategy and in `plugins=` is an error."""
+    given = (("cluster_environment", "cluster_environment", plugins.cluster_environment),
+             ("checkpoint_io", "_checkpoint_io", plugins.checkpoint_io))
+    for arg, attribute, plugin in given:
+        if plugin is None:
+            continue
+        if arg == "cluster_environment" and not hasattr(strategy, "cluster_environment"):
+            continue  # one process: no ranks to take from an environment (as in Lightning)
+        already = getattr(strategy, attribute, None)
+        if already is not None and already is not plugin:
+            raise MisconfigurationException(
+                f"The {arg} is set both on the strategy and in plugins=. Received: "
+                f"{type(strategy).__name__}({arg}={type(already).__name__}()), plugins=[{type(plugin).__name__}()]. "
+                "Fix: pass it in one place only."
+            )
+        setattr(strategy, attribute, plugin)
+    strategy._layer_sync = plugins.layer_sync

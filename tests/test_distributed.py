@@ -23,10 +23,11 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Tens
 
 import fulmen as pl
 from fulmen.checkpoint import load_checkpoint
-from fulmen.dataloading import ShardedSampler
+from fulmen.dataloading import ShardedSampler, prepare_loader
 from fulmen.errors import MisconfigurationException
 from fulmen.strategies import DDPStrategy, FSDPStrategy
-from fulmen.strategies.environment import detect, first_host, free_port
+from fulmen.plugins.environments import LightningEnvironment, SLURMEnvironment, TorchElasticEnvironment
+from fulmen.strategies.environment import check_environment, detect_environment, first_host, free_port
 
 SCRIPT = Path(__file__).parent / "scripts" / "distributed_run.py"
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
@@ -202,32 +203,38 @@ def test_slurm_variables_place_each_task(tmp_path, torchrun_run):
 
 
 def test_slurm_and_torchrun_detection(monkeypatch):
+    """One detection for the whole package: the environment classes' own detect(), in Lightning's order."""
     for name in list(os.environ):
-        if name.startswith(("SLURM_", "MASTER_")) or name in ("RANK", "LOCAL_RANK", "GROUP_RANK", "WORLD_SIZE"):
+        if name.startswith(("SLURM_", "MASTER_", "TORCHELASTIC_")) or name in (
+                "RANK", "LOCAL_RANK", "GROUP_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NODE_RANK"):
             monkeypatch.delenv(name)
-    monkeypatch.setenv("SLURM_NTASKS", "8")
-    monkeypatch.setenv("SLURM_PROCID", "5")
-    monkeypatch.setenv("SLURM_LOCALID", "1")
-    monkeypatch.setenv("SLURM_NODEID", "1")
-    monkeypatch.setenv("SLURM_JOB_NUM_NODES", "2")
-    monkeypatch.setenv("SLURM_JOB_NODELIST", "gpu[007-008]")
-    monkeypatch.setenv("SLURM_JOB_ID", "4821337")
-    env = detect(devices=4, num_nodes=2)
-    assert (env.kind, env.world_size, env.global_rank, env.local_rank, env.node_rank) == ("slurm", 8, 5, 1, 1)
-    assert (env.main_address, env.main_port) == ("gpu007", 15000 + 1337)
-    with pytest.raises(MisconfigurationException, match=r"Received: 8 processes \(4 per node\) from slurm.*devices=2"):
-        detect(devices=2, num_nodes=2)
-    monkeypatch.setenv("SLURM_JOB_NAME", "bash")  # an interactive allocation: not a managed job
-    assert detect(devices=1, num_nodes=1).kind == "local"
-    # torchrun's variables win over SLURM's: torchrun inside an allocation starts the processes.
-    for name, value in dict(RANK="3", GROUP_RANK="1", LOCAL_RANK="1", LOCAL_WORLD_SIZE="2", WORLD_SIZE="4",
-                            MASTER_ADDR="10.0.0.7", MASTER_PORT="29400").items():
+    for name, value in dict(SLURM_NTASKS="8", SLURM_NTASKS_PER_NODE="4", SLURM_PROCID="5", SLURM_LOCALID="1",
+                            SLURM_NODEID="1", SLURM_JOB_NUM_NODES="2", SLURM_JOB_NODELIST="gpu[007-008]",
+                            SLURM_JOB_ID="4821337").items():
         monkeypatch.setenv(name, value)
-    env = detect(devices=2, num_nodes=2)
-    assert (env.kind, env.world_size, env.global_rank, env.local_rank, env.node_rank) == ("torchrun", 4, 3, 1, 1)
-    assert (env.main_address, env.main_port, env.external) == ("10.0.0.7", 29400, True)
-    with pytest.raises(MisconfigurationException, match=r"from torchrun.*Fix: make `torchrun --nproc_per_node`"):
-        detect(devices=4, num_nodes=1)
+    env = detect_environment()
+    assert isinstance(env, SLURMEnvironment)
+    assert (env.world_size(), env.global_rank(), env.local_rank(), env.node_rank()) == (8, 5, 1, 1)
+    assert (env.main_address, env.main_port) == ("gpu007", 15000 + 1337)
+    check_environment(env, devices=4, num_nodes=2)
+    with pytest.raises(ValueError, match=r"SLURM runs 4 tasks per node, but the Trainer asks for 2 devices"):
+        check_environment(env, devices=2, num_nodes=2)
+    monkeypatch.setenv("SLURM_JOB_NAME", "bash")  # an interactive allocation: not a managed job
+    assert isinstance(detect_environment(), LightningEnvironment)
+    # torchrun's variables win over SLURM's: torchrun inside an allocation starts the processes.
+    for name, value in dict(TORCHELASTIC_RUN_ID="r1", RANK="3", GROUP_RANK="1", LOCAL_RANK="1", LOCAL_WORLD_SIZE="2",
+                            WORLD_SIZE="4", MASTER_ADDR="10.0.0.7", MASTER_PORT="29400").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("SLURM_JOB_NAME")
+    env = detect_environment()
+    assert isinstance(env, TorchElasticEnvironment) and env.creates_processes_externally
+    assert (env.world_size(), env.global_rank(), env.local_rank(), env.node_rank()) == (4, 3, 1, 1)
+    assert (env.main_address, env.main_port) == ("10.0.0.7", 29400)
+    check_environment(env, devices=2, num_nodes=2)
+    with pytest.raises(ValueError, match=r"torchrun started 4 processes, but the Trainer asks for 8"):
+        check_environment(env, devices=4, num_nodes=2)
+    with pytest.raises(ValueError, match=r"torchrun started 2 processes on this node.*devices=4"):
+        check_environment(env, devices=4, num_nodes=1)
 
 
 @pytest.mark.parametrize("nodelist, host", [
@@ -330,7 +337,7 @@ def test_distributed_sampler_keeps_shuffle_and_drop_last(tmp_path, monkeypatch):
     monkeypatch.setenv("PL_GLOBAL_SEED", "7")
     trainer = _trainer_for_two_ranks(tmp_path)
     data = TensorDataset(torch.arange(10.0))
-    shuffled = trainer._prepare_loader(DataLoader(data, batch_size=2, shuffle=True, drop_last=True), train=True)
+    shuffled = prepare_loader(trainer, DataLoader(data, batch_size=2, shuffle=True, drop_last=True), train=True)
     assert isinstance(shuffled.sampler, DistributedSampler)
     assert (shuffled.sampler.shuffle, shuffled.sampler.seed, shuffled.drop_last) == (True, 7, True)
     assert (shuffled.sampler.num_replicas, shuffled.sampler.rank) == (2, 0)
@@ -338,10 +345,10 @@ def test_distributed_sampler_keeps_shuffle_and_drop_last(tmp_path, monkeypatch):
     epoch0 = list(shuffled.sampler)
     shuffled.sampler.set_epoch(1)
     assert list(shuffled.sampler) != epoch0 and len(epoch0) == 5
-    plain = trainer._prepare_loader(DataLoader(data, batch_size=2), train=False)
+    plain = prepare_loader(trainer, DataLoader(data, batch_size=2), train=False)
     assert plain.sampler.shuffle is False and list(plain.sampler) == [0, 2, 4, 6, 8]
-    off = _trainer_for_two_ranks(tmp_path, use_distributed_sampler=False)._prepare_loader(
-        DataLoader(data, shuffle=True), train=True)
+    off = prepare_loader(
+        _trainer_for_two_ranks(tmp_path, use_distributed_sampler=False), DataLoader(data, shuffle=True), train=True)
     assert isinstance(off.sampler, RandomSampler)
 
 

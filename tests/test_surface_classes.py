@@ -143,8 +143,8 @@ def test_registered_strategy_name_is_accepted():
 def test_single_device_strategy_device_pins_the_device():
     trainer = pl.Trainer(strategy=SingleDeviceStrategy(device="cpu"), logger=False, enable_progress_bar=False)
     assert trainer.device == torch.device("cpu") and isinstance(trainer.accelerator, CPUAccelerator)
-    with pytest.raises(TypeError, match=r"SingleDeviceStrategy\(checkpoint_io=\.\.\.\) is not supported by fulmen"):
-        SingleDeviceStrategy(checkpoint_io=object())
+    with pytest.raises(TypeError, match=r"SingleDeviceStrategy\(precision_plugin=\.\.\.\) is not supported by fulmen"):
+        SingleDeviceStrategy(precision_plugin=object())
 
 
 @pytest.mark.parametrize(("cls", "args", "kwargs", "text"), [
@@ -345,12 +345,9 @@ def test_mpi_and_xla_environments_need_what_is_missing(clean_env):
         envs.XLAEnvironment()
 
 
-def test_plugins_not_yet_provided_fail_with_the_trainer_argument_to_use():
-    with pytest.raises(ImportError, match=r"MixedPrecision is not provided by fulmen yet \(issue 16\).*"
-                                          r"Trainer\(precision='16-mixed'\)"):
-        from fulmen.plugins import MixedPrecision  # noqa: F401
-    with pytest.raises(ImportError, match=r"TorchSyncBatchNorm .*Fix: use Trainer\(sync_batchnorm=True\)"):
-        from fulmen.plugins import TorchSyncBatchNorm  # noqa: F401
+def test_plugins_fulmen_does_not_provide_fail_with_what_to_use_instead():
+    with pytest.raises(ImportError, match=r"DeepSpeedPrecision is not provided by fulmen.*Fix: .*strategy='fsdp'"):
+        from fulmen.plugins import DeepSpeedPrecision  # noqa: F401
     import fulmen.plugins
 
     assert not hasattr(fulmen.plugins, "NoSuchPlugin")

@@ -1,9 +1,10 @@
 """Cluster environments under Lightning's names: where a process sits in a run (ranks, world size,
 rendezvous address), each read from the variables its launcher sets.
 
-These are the `ClusterEnvironment` plugins Lightning code imports and subclasses. The Trainer does
-not take them yet (issue 16): it finds its place through `fulmen.strategies.environment.detect`,
-whose SLURM node-list and torchrun checks the classes here reuse. Which variables each reads:
+These are the `ClusterEnvironment` plugins Lightning code imports and subclasses. A parallel strategy
+takes its ranks, world size and rendezvous address from one of them: the one given in
+`Trainer(plugins=[...])` or `DDPStrategy(cluster_environment=...)`, else the one
+`fulmen.strategies.environment.detect_environment` finds. Which variables each reads:
 
 - `LightningEnvironment`: LOCAL_RANK, NODE_RANK (or GROUP_RANK), MASTER_ADDR, MASTER_PORT; always detected.
 - `TorchElasticEnvironment` (torchrun): RANK, LOCAL_RANK, GROUP_RANK, WORLD_SIZE; detected by TORCHELASTIC_RUN_ID.
@@ -22,7 +23,7 @@ import socket
 from abc import ABC, abstractmethod
 
 from fulmen.errors import MisconfigurationException
-from fulmen.strategies.environment import first_host, free_port, slurm_detected
+from fulmen.strategies.environment import first_host, free_port, slurm_detected, torchrun_detected
 
 __all__ = [
     "ClusterEnvironment", "KubeflowEnvironment", "LSFEnvironment", "LightningEnvironment", "MPIEnvironment",
@@ -179,10 +180,7 @@ class TorchElasticEnvironment(ClusterEnvironment):
 
     @staticmethod
     def detect() -> bool:
-        # torch's own test: torchrun exports TORCHELASTIC_RUN_ID to every process it starts.
-        import torch.distributed as dist
-
-        return dist.is_available() and dist.is_torchelastic_launched()
+        return torchrun_detected()
 
     def world_size(self) -> int:
         return _int_var("WORLD_SIZE", "torchrun")
@@ -208,6 +206,13 @@ class TorchElasticEnvironment(ClusterEnvironment):
                 f"torchrun started {self.world_size()} processes, but the Trainer asks for {num_devices * num_nodes}. "
                 f"Received: devices={num_devices}, num_nodes={num_nodes}. Fix: make devices * num_nodes equal "
                 "torchrun's --nproc_per_node * --nnodes."
+            )
+        per_node = os.environ.get("LOCAL_WORLD_SIZE")
+        if per_node is not None and int(per_node) != num_devices:
+            raise ValueError(
+                f"torchrun started {per_node} processes on this node, but the Trainer asks for {num_devices}. "
+                f"Received: devices={num_devices}. Fix: make devices equal torchrun's --nproc_per_node={per_node} "
+                "(or leave devices='auto')."
             )
 
 
@@ -237,7 +242,8 @@ class SLURMEnvironment(ClusterEnvironment):
     @property
     def main_address(self) -> str:
         if "MASTER_ADDR" not in os.environ:  # exported, so the process group finds it
-            os.environ["MASTER_ADDR"] = self.resolve_root_node_address(os.environ.get("SLURM_NODELIST", "127.0.0.1"))
+            nodes = os.environ.get("SLURM_NODELIST") or os.environ.get("SLURM_JOB_NODELIST", "127.0.0.1")
+            os.environ["MASTER_ADDR"] = self.resolve_root_node_address(nodes)
         return os.environ["MASTER_ADDR"]
 
     @property
@@ -291,7 +297,7 @@ class SLURMEnvironment(ClusterEnvironment):
                 f"SLURM runs {per_node} tasks per node, but the Trainer asks for {num_devices} devices. "
                 f"Received: devices={num_devices}. Fix: set devices={per_node.split('(')[0]} or change --ntasks-per-node."
             )
-        nodes = os.environ.get("SLURM_NNODES")
+        nodes = os.environ.get("SLURM_NNODES", os.environ.get("SLURM_JOB_NUM_NODES"))
         if nodes is not None and int(nodes) != num_nodes:
             raise ValueError(
                 f"The SLURM job has {nodes} nodes, but the Trainer asks for {num_nodes}. "

@@ -15,15 +15,19 @@ import gc
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 
 from fulmen.errors import MisconfigurationException
-from fulmen.strategies.environment import ClusterEnvironment, detect
+from fulmen.strategies.environment import check_environment, detect_environment
 from fulmen.strategies.launcher import ScriptCopies
 from fulmen.strategies.single import Strategy
+
+if TYPE_CHECKING:
+    from fulmen.plugins.environments import ClusterEnvironment
+    from fulmen.plugins.io import CheckpointIO
 
 DEFAULT_TIMEOUT = dt.timedelta(minutes=30)  # torch.distributed's default for a collective
 _OPS = {"sum": "SUM", "mean": "SUM", "max": "MAX", "min": "MIN"}
@@ -62,7 +66,10 @@ class ParallelStrategy(Strategy):
 
     distributed = True
 
-    def __init__(self, *, process_group_backend: str | None = None, timeout: dt.timedelta = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self, *, process_group_backend: str | None = None, timeout: dt.timedelta = DEFAULT_TIMEOUT,
+        cluster_environment: ClusterEnvironment | None = None, checkpoint_io: CheckpointIO | None = None,
+    ) -> None:
         super().__init__()
         if not isinstance(timeout, dt.timedelta):
             raise MisconfigurationException(
@@ -70,7 +77,9 @@ class ParallelStrategy(Strategy):
                 "Fix: e.g. timeout=datetime.timedelta(seconds=60)."
             )
         self.process_group_backend, self.timeout = process_group_backend, timeout
-        self.env: ClusterEnvironment | None = None
+        # Where this process sits in the run; None until `configure` detects it (unless given).
+        self.cluster_environment: ClusterEnvironment | None = cluster_environment
+        self._checkpoint_io = checkpoint_io
         self._accelerator = "cpu"  # the name; the Accelerator object is `self.accelerator`
         self._copies: ScriptCopies | None = None
         self._vote: tuple[Any, torch.Tensor] | None = None  # the stop vote in flight (see stop_vote)
@@ -80,16 +89,31 @@ class ParallelStrategy(Strategy):
     def configure(self, accelerator: str, device_ids: list[int], num_nodes: int) -> None:
         self._accelerator = accelerator
         self.num_processes, self.num_nodes = len(device_ids), num_nodes
-        self.env = detect(self.num_processes, num_nodes)
-        self.world_size = self.env.world_size
-        self.set_ranks(self.env.local_rank)
+        if self.cluster_environment is None:
+            self.cluster_environment = detect_environment()
+        check_environment(self.cluster_environment, self.num_processes, num_nodes)
+        # Decided once: fulmen's own copies of the script find LOCAL_RANK set, and so would look
+        # externally started to LightningEnvironment.
+        self._external = self.cluster_environment.creates_processes_externally and os.environ.get(
+            "FULMEN_LAUNCHED") != "1"
+        self.set_ranks(self.cluster_environment.local_rank())
 
     def set_ranks(self, local_rank: int) -> None:
-        self.local_rank, self.node_rank = local_rank, self.env.node_rank
-        self.global_rank = self.node_rank * self.num_processes + local_rank if self.env.kind == "local" else self.env.global_rank
+        """This process's ranks, as the environment gives them. An environment that fixes the ranks
+        (torchrun, SLURM, Kubeflow, Ray) ignores the computed global rank and world size offered here."""
+        env = self.cluster_environment
+        self.local_rank, self.node_rank = local_rank, env.node_rank()
+        env.set_global_rank(self.node_rank * self.num_processes + local_rank)
+        env.set_world_size(self.num_nodes * self.num_processes)
+        self.global_rank, self.world_size = env.global_rank(), env.world_size()
         from fulmen.utilities.rank_zero import rank_zero_only
 
         rank_zero_only.rank = self.global_rank  # the environment's guess at import may be a local rank
+
+    @property
+    def env(self) -> ClusterEnvironment | None:
+        """The cluster environment (fulmen's older name for `cluster_environment`)."""
+        return self.cluster_environment
 
     def root_device_index(self, device_ids: list[int]) -> int:
         return device_ids[self.local_rank] if self._accelerator == "cuda" else device_ids[0]
@@ -105,11 +129,12 @@ class ParallelStrategy(Strategy):
                 )
             self._make_vote_group()
             return
-        env = self.env
-        first_here = env.kind == "local" and self.local_rank == 0 and os.environ.get("FULMEN_LAUNCHED") != "1"
+        env = self.cluster_environment
+        first_here = not self._external and self.local_rank == 0 and os.environ.get("FULMEN_LAUNCHED") != "1"
         if first_here and self.num_processes > 1 and not self.spawns:
-            self._copies = ScriptCopies(env, self.num_processes)
+            self._copies = ScriptCopies(self)
             self._copies.start()
+        # torch.distributed's env:// rendezvous reads these.
         os.environ.setdefault("MASTER_ADDR", env.main_address)
         os.environ.setdefault("MASTER_PORT", str(env.main_port))
         if self._accelerator == "cuda":
@@ -256,9 +281,11 @@ class DDPStrategy(ParallelStrategy):
 
     def __init__(
         self, *, process_group_backend: str | None = None, timeout: dt.timedelta = DEFAULT_TIMEOUT,
-        start_method: str = "popen", **ddp_kwargs: Any,
+        start_method: str = "popen", cluster_environment: ClusterEnvironment | None = None,
+        checkpoint_io: CheckpointIO | None = None, **ddp_kwargs: Any,
     ) -> None:
-        super().__init__(process_group_backend=process_group_backend, timeout=timeout)
+        super().__init__(process_group_backend=process_group_backend, timeout=timeout,
+                         cluster_environment=cluster_environment, checkpoint_io=checkpoint_io)
         if start_method not in ("popen", "spawn"):
             raise MisconfigurationException(
                 f"DDPStrategy(start_method=...) must be 'popen' or 'spawn'. Received: start_method={start_method!r}. "
@@ -274,6 +301,8 @@ class DDPStrategy(ParallelStrategy):
         if not training:  # evaluation needs no gradient sync: the module runs as it is
             self.model = module
             return
+        if self._layer_sync is not None:  # e.g. BatchNorm -> SyncBatchNorm, before DDP sees the layers
+            module = self._layer_sync.apply(module)
         device_ids = [device.index] if device.type == "cuda" else None
         self.model = DistributedDataParallel(module, device_ids=device_ids, **self.ddp_kwargs)
 

@@ -53,9 +53,10 @@ class FSDPStrategy(ParallelStrategy):
     def __init__(
         self, *, auto_wrap_policy: set[type[nn.Module]] | Callable[[nn.Module], bool] | None = None,
         reshard_after_forward: bool = True, state_dict_type: str = "full", process_group_backend: str | None = None,
-        timeout: dt.timedelta = DEFAULT_TIMEOUT,
+        timeout: dt.timedelta = DEFAULT_TIMEOUT, cluster_environment: Any = None, checkpoint_io: Any = None,
     ) -> None:
-        super().__init__(process_group_backend=process_group_backend, timeout=timeout)
+        super().__init__(process_group_backend=process_group_backend, timeout=timeout,
+                         cluster_environment=cluster_environment, checkpoint_io=checkpoint_io)
         if state_dict_type not in ("full", "sharded"):
             raise MisconfigurationException(
                 f"FSDPStrategy(state_dict_type=...) must be 'full' or 'sharded'. Received: {state_dict_type!r}. "

@@ -23,17 +23,18 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import __main__
-from fulmen.strategies.environment import ClusterEnvironment
 
 if TYPE_CHECKING:
+    from fulmen.strategies.ddp import ParallelStrategy
     from fulmen.trainer import Trainer
 
 
 class ScriptCopies:
     """The N-1 copies of this script that rank 0 started, and a watch over them."""
 
-    def __init__(self, env: ClusterEnvironment, devices: int):
-        self.env, self.devices = env, devices
+    def __init__(self, strategy: ParallelStrategy):
+        self.env, self.devices = strategy.cluster_environment, strategy.num_processes
+        self.node_rank, self.world_size = strategy.node_rank, strategy.world_size
         self.procs: list[subprocess.Popen] = []
         self.failed: tuple[int, int] | None = None  # (rank, exit code) of the first copy that failed
 
@@ -43,8 +44,8 @@ class ScriptCopies:
         os.environ.update(MASTER_ADDR=env.main_address, MASTER_PORT=str(env.main_port))
         for local_rank in range(1, self.devices):
             child_env = {
-                **os.environ, "LOCAL_RANK": str(local_rank), "NODE_RANK": str(env.node_rank),
-                "WORLD_SIZE": str(env.world_size), "FULMEN_LAUNCHED": "1",
+                **os.environ, "LOCAL_RANK": str(local_rank), "NODE_RANK": str(self.node_rank),
+                "WORLD_SIZE": str(self.world_size), "FULMEN_LAUNCHED": "1",
             }
             self.procs.append(subprocess.Popen(_this_command(), env=child_env, cwd=os.getcwd()))
         threading.Thread(target=self._watch, name="fulmen-rank-watch", daemon=True).start()
@@ -57,7 +58,7 @@ class ScriptCopies:
                 code = proc.poll()
                 # 128 + a signal is a preempted copy's clean exit (fulmen.preemption), not a failure.
                 if code not in (None, 0) and not 128 < code < 128 + 65:
-                    self.failed = (self.env.node_rank * self.devices + local_rank, code)
+                    self.failed = (self.node_rank * self.devices + local_rank, code)
                     break
         return self.failed
 
@@ -99,7 +100,8 @@ def spawn(trainer: Trainer, run: Any, *args: Any) -> Any:
 
     strategy = trainer.strategy
     queue = mp.get_context("spawn").SimpleQueue()
-    os.environ.update(MASTER_ADDR=strategy.env.main_address, MASTER_PORT=str(strategy.env.main_port))
+    env = strategy.cluster_environment
+    os.environ.update(MASTER_ADDR=env.main_address, MASTER_PORT=str(env.main_port))
     # Pickled here, by value: through torch.multiprocessing the processes would share (and all
     # update) the parameters' memory.
     payload = pickle.dumps((trainer, run, args))

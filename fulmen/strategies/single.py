@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from fulmen.checkpoint import after_landing, atomic_save, optimizer_state_by_index
+from fulmen.checkpoint import after_landing, atomic_save, load_checkpoint, optimizer_state_by_index
 
 if TYPE_CHECKING:  # fulmen.accelerators imports this package
     from fulmen.accelerators import Accelerator
+    from fulmen.plugins.io import CheckpointIO
+    from fulmen.plugins.layer_sync import LayerSync
 
 
 class Strategy:
@@ -37,7 +39,33 @@ class Strategy:
         self.model: torch.nn.Module | None = None  # what the loop calls: the module, or its wrapper
         # Set by the Trainer from its arguments (fulmen.accelerators.setup_hardware).
         self.accelerator: Accelerator | None = None
-        self.root_device = torch.device("cpu")
+        self._root_device = torch.device("cpu")
+        self._checkpoint_io: CheckpointIO | None = None  # None: fulmen's own atomic writes
+        self._layer_sync: LayerSync | None = None  # applied by the parallel strategies only
+
+    # `root_device` and `checkpoint_io` are properties, so a subclass may compute them (Ray's
+    # RayDDPStrategy defines root_device as a property); the Trainer sets the backing attributes.
+    @property
+    def root_device(self) -> torch.device:
+        """The device this process runs the module on."""
+        return self._root_device
+
+    @root_device.setter
+    def root_device(self, device: torch.device) -> None:
+        self._root_device = device
+
+    @property
+    def checkpoint_io(self) -> CheckpointIO:
+        """What writes, reads and removes checkpoint files (a `TorchCheckpointIO` unless one was given)."""
+        if self._checkpoint_io is None:
+            from fulmen.plugins.io import TorchCheckpointIO
+
+            self._checkpoint_io = TorchCheckpointIO()
+        return self._checkpoint_io
+
+    @checkpoint_io.setter
+    def checkpoint_io(self, io: CheckpointIO | None) -> None:
+        self._checkpoint_io = io
 
     @property
     def is_global_zero(self) -> bool:
@@ -66,6 +94,8 @@ class Strategy:
 
     def teardown(self) -> None:
         self.model = None
+        if self._checkpoint_io is not None:
+            self._checkpoint_io.teardown()  # e.g. AsyncCheckpointIO waits for its saves
 
     def explain_failure(self, exc: BaseException) -> BaseException | None:
         """A clearer error to raise instead of `exc` (e.g. naming another rank that failed), or None."""
@@ -105,15 +135,32 @@ class Strategy:
         # A sharded (FSDP) checkpoint keys the state by parameter name: torch.optim wants indices.
         optimizer.load_state_dict(optimizer_state_by_index(state, module, optimizer))
 
+    def _own_io(self) -> bool:
+        """Whether checkpoint files go through fulmen's own writer (which can land them in the background)."""
+        from fulmen.plugins.io import TorchCheckpointIO
+
+        return self._checkpoint_io is None or type(self._checkpoint_io) is TorchCheckpointIO
+
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, background: bool = False) -> None:
-        """Write `checkpoint` to `path` (rank 0); see `fulmen.checkpoint.atomic_save` for `background`."""
+        """Write `checkpoint` to `path` (rank 0) through `checkpoint_io`; see `fulmen.checkpoint.atomic_save`
+        for `background` (fulmen's own writer only: another CheckpointIO decides itself when it writes)."""
         if self.is_global_zero:
-            atomic_save(checkpoint, path, background)
+            if self._own_io():
+                atomic_save(checkpoint, path, background)
+            else:
+                self._checkpoint_io.save_checkpoint(checkpoint, path)
+
+    def load_checkpoint(self, path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+        """The checkpoint at `path`, read through `checkpoint_io` (every rank reads)."""
+        if self._own_io():
+            return load_checkpoint(path, map_location=map_location)
+        return self._checkpoint_io.load_checkpoint(path, map_location=map_location)
 
     def remove_checkpoint(self, path: str | Path) -> None:
         """Delete a checkpoint file (rank 0), once the checkpoints being saved in the background are in place."""
         if self.is_global_zero:
-            after_landing(lambda: _remove_file(path))
+            remove = _remove_file if self._own_io() else self._checkpoint_io.remove_checkpoint
+            after_landing(lambda: remove(path))
 
     @property
     def distributed_sampler_kwargs(self) -> dict[str, int] | None:
@@ -125,8 +172,9 @@ class SingleDeviceStrategy(Strategy):
     """One process on one device (Lightning's `strategy="single_device"`, what "auto" picks for one device).
 
     `device` pins the device (e.g. "cuda:1"); None, the default, lets `accelerator`/`devices` choose it.
-    `accelerator`, `checkpoint_io` and `precision_plugin` are Lightning's arguments; fulmen takes the
-    accelerator and precision from the Trainer, so only None is accepted for them.
+    `checkpoint_io` writes, reads and removes the checkpoint files (see `fulmen.plugins.io`).
+    `accelerator` and `precision_plugin` are Lightning's arguments; fulmen takes the accelerator and
+    precision from the Trainer, so only None is accepted for them.
 
     >>> SingleDeviceStrategy(device="cpu").requested_device
     device(type='cpu')
@@ -137,16 +185,17 @@ class SingleDeviceStrategy(Strategy):
         precision_plugin: Any = None,
     ) -> None:
         super().__init__()
-        for arg, value in (("accelerator", accelerator), ("checkpoint_io", checkpoint_io),
-                           ("precision_plugin", precision_plugin)):
+        for arg, value in (("accelerator", accelerator), ("precision_plugin", precision_plugin)):
             if value is not None:
                 raise TypeError(
                     f"SingleDeviceStrategy({arg}=...) is not supported by fulmen. Received: {arg}={value!r}. "
-                    "Fix: pass the accelerator and precision to the Trainer (Trainer(accelerator=..., precision=...))."
+                    "Fix: pass the accelerator and precision to the Trainer (Trainer(accelerator=..., precision=...) "
+                    "or plugins=[MixedPrecision(...)])."
                 )
         if isinstance(device, int):
             device = torch.device("cuda", device)
         self.requested_device = None if device is None else torch.device(device)
+        self._checkpoint_io = checkpoint_io
 
 
 def _remove_file(path: str | Path) -> None:
