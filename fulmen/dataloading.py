@@ -525,3 +525,31 @@ def _combined_epoch_batches(trainer: Trainer, combined: CombinedLoader, stop: in
         if resume is not None and resume.get("rng") is not None:
             load_rng_state_dict(resume["rng"])
     return itertools.islice(batches, None if stop is None else max(stop - start, 0))
+
+
+def reload_fit_dataloaders(trainer: Trainer) -> None:
+    """Load fit's training and validation data again and recount where validation falls (the epoch
+    loop with `reload_dataloaders_every_n_epochs`, and the batch-size tuner once it found a size)."""
+    load_train_dataloader(trainer)
+    load_val_dataloaders(trainer)
+    compute_val_check_batch(trainer)
+
+
+_TRANSFER_HOOKS = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
+
+
+def batch_transfer_hooks(trainer: Trainer) -> tuple[Any, Any, Any]:
+    """The three batch-transfer hooks a run calls (None where nobody overrides one), decided once
+    per run: as in Lightning, the datamodule's when it overrides the hook (even if the module does
+    too), else the module's when it does."""
+    dm, found = trainer.datamodule, []
+    for name in _TRANSFER_HOOKS:
+        module_has = trainer._hooks.module_overrides(name)
+        if dm is not None and is_overridden(name, dm, LightningDataModule):
+            if module_has:
+                warn_once(f"{name} is overridden in both the LightningModule and the LightningDataModule; "
+                          "the LightningDataModule's is used. Fix: keep only one of them.")
+            found.append(getattr(dm, name))
+        else:
+            found.append(getattr(trainer.lightning_module, name) if module_has else None)
+    return found[0], found[1], found[2]

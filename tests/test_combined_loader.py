@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Tens
 
 import fulmen as pl
 from fulmen.callbacks import ModelCheckpoint
+from fulmen.dataloading import prepare_loader
 from fulmen.errors import MisconfigurationException
 from fulmen.strategies import DDPStrategy
 from fulmen.utilities.combined_loader import CombinedLoader
@@ -182,16 +183,16 @@ def test_distributed_training_loaders_are_shuffled_and_evaluation_loaders_keep_t
                          default_root_dir=tmp_path, enable_progress_bar=False)
     ds = TensorDataset(torch.arange(8.0))
     # As in Lightning: a training loader is shuffled across ranks even if it was not shuffled itself.
-    train = trainer._prepare_loader(DataLoader(ds, batch_size=2), train=True)
+    train = prepare_loader(trainer, DataLoader(ds, batch_size=2), train=True)
     assert isinstance(train.sampler, DistributedSampler) and train.sampler.shuffle is True
     # Evaluation keeps the loader's own choice.
-    val = trainer._prepare_loader(DataLoader(ds, batch_size=2), train=False)
+    val = prepare_loader(trainer, DataLoader(ds, batch_size=2), train=False)
     assert val.sampler.shuffle is False and list(val.sampler) == [0, 2, 4, 6]
-    shuffled_val = trainer._prepare_loader(DataLoader(ds, batch_size=2, shuffle=True), train=False)
+    shuffled_val = prepare_loader(trainer, DataLoader(ds, batch_size=2, shuffle=True), train=False)
     assert shuffled_val.sampler.shuffle is True
     overfit = pl.Trainer(accelerator="cpu", devices=2, strategy=DDPStrategy(), logger=False, overfit_batches=2,
                          default_root_dir=tmp_path, enable_progress_bar=False)
-    assert overfit._prepare_loader(DataLoader(ds, batch_size=2, shuffle=True), train=True).sampler.shuffle is False
+    assert prepare_loader(overfit, DataLoader(ds, batch_size=2, shuffle=True), train=True).sampler.shuffle is False
     assert isinstance(DataLoader(ds, shuffle=True).sampler, RandomSampler)
 
 

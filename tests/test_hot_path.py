@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import fulmen as pl
 from fulmen.data import prefetch
+from fulmen.dataloading import prepare_loader
 from fulmen.loop import _device_batches
 
 
@@ -117,9 +118,9 @@ def test_a_cuda_trainer_pins_dataloader_memory(tmp_path):
     trainer = quiet_trainer(tmp_path)
     trainer._device = torch.device("cuda", 0)  # only the decision is tested here; no GPU is used
     loader = DataLoader(regression_data(), batch_size=8)
-    assert trainer._prepare_loader(loader, train=True).pin_memory is True
+    assert prepare_loader(trainer, loader, train=True).pin_memory is True
     cpu_loader = DataLoader(regression_data(), batch_size=8)
-    assert quiet_trainer(tmp_path)._prepare_loader(cpu_loader, train=True).pin_memory is False
+    assert prepare_loader(quiet_trainer(tmp_path), cpu_loader, train=True).pin_memory is False
 
 
 def test_a_torch_compiled_module_trains_and_checkpoints(tmp_path):

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from fulmen import dataloading
 from fulmen.callbacks.callback import Callback
 from fulmen.errors import MisconfigurationException, warn_once
 from fulmen.tuner import snapshot
@@ -166,9 +167,7 @@ def scale_batch_size(
         snapshot.restore(trainer, saved)
         _free_memory()
     set_attr(model, batch_arg_name, new_size, datamodule)
-    trainer._load_train_dataloader()  # the rest of the fit uses the size found
-    trainer._load_val_dataloaders()
-    trainer._compute_val_check_batch()
+    dataloading.reload_fit_dataloaders(trainer)  # the rest of the fit uses the size found
     return new_size
 
 
@@ -188,7 +187,7 @@ def _trial(trainer: Trainer, steps: int, meter: _MemoryMeter) -> None:
     from fulmen import loop
 
     s = trainer.state
-    trainer._load_train_dataloader()
+    dataloading.load_train_dataloader(trainer)
     s.batches_done, s.should_stop = 0, False
     trainer.max_steps = s.global_step + steps
     if meter.cuda:
