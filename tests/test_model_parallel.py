@@ -129,13 +129,15 @@ def test_one_process_checkpoint_resumes_on_the_mesh_and_saves_one_file(reference
 
 def test_replicas_stay_in_sync_when_configure_model_does_not_shard(tmp_path):
     """(2 x 1) and a configure_model without fully_shard: the strategy shards the root over
-    "data_parallel", so the two replicas, each on its own half of the data, average their gradients."""
-    r0, r1 = _torchrun(tmp_path, "--dp", "2", "--tp", "1", "--epochs", "1", "--no-shard")
+    "data_parallel", so the two replicas, each on its own half of the data, average their gradients
+    (here over two accumulated batches per step: no_backward_sync must not leave a step unsynced)."""
+    r0, r1 = _torchrun(tmp_path, "--dp", "2", "--tp", "1", "--epochs", "1", "--no-shard", "--accumulate", "2")
     assert r0["mesh"]["shape"] == [2, 1]
     mine, theirs = sum(r0["seen"], []), sum(r1["seen"], [])
     assert not set(mine) & set(theirs) and sorted(mine + theirs) == list(range(32))
     assert r0["losses"] != r1["losses"]
     assert r0["params"] == r1["params"]
+    assert r0["global_step"] == STEPS_PER_EPOCH // 2
 
 
 # --- without processes ------------------------------------------------------------------------

@@ -71,6 +71,7 @@ class ModelParallelStrategy(FSDPStrategy):
         self.data_parallel_size = self.tensor_parallel_size = 1  # resolved in `configure`
         self.save_distributed_checkpoint = save_distributed_checkpoint
         self._device_mesh: Any = None
+        self._sharded: list[nn.Module] = []  # the FSDP2-sharded modules, found in setup_module
 
     def configure(self, accelerator: str, device_ids: list[int], num_nodes: int) -> None:
         super().configure(accelerator, device_ids, num_nodes)
@@ -132,20 +133,22 @@ class ModelParallelStrategy(FSDPStrategy):
             dp_mesh = self.device_mesh["data_parallel"]
             fully_shard(module, mesh=dp_mesh, reshard_after_forward=self.reshard_after_forward)
         self.model = module
+        # configure_model may have sharded submodules only: no_backward_sync switches each one.
+        self._sharded = [m for m in module.modules() if isinstance(m, FSDPModule)]
 
     @contextlib.contextmanager
     def no_backward_sync(self) -> Iterator[None]:
-        # configure_model may have sharded submodules only, so switch each sharded module, not the root.
-        from torch.distributed.fsdp import FSDPModule
-
-        sharded = [m for m in self.model.modules() if isinstance(m, FSDPModule)]
-        for m in sharded:
+        for m in self._sharded:
             m.set_requires_gradient_sync(False, recurse=False)
         try:
             yield
         finally:
-            for m in sharded:
+            for m in self._sharded:
                 m.set_requires_gradient_sync(True, recurse=False)
+
+    def teardown(self) -> None:
+        super().teardown()
+        self._sharded = []
 
     @property
     def distributed_sampler_kwargs(self) -> dict[str, int]:

@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--full-checkpoint", action="store_true", help="save_distributed_checkpoint=False")
     parser.add_argument("--no-shard", action="store_true", help="configure_model does not call fully_shard")
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--accumulate", type=int, default=1)
     parser.add_argument("--resume", default=None)
     args = parser.parse_args(argv)
 
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         loader = DataLoader(data, batch_size=8 // (sizes[0] if sizes[0] != "auto" else 1))
     trainer = pl.Trainer(
         accelerator="cpu", devices=devices, strategy=strategy, max_epochs=args.epochs, logger=False,
+        accumulate_grad_batches=args.accumulate,
         callbacks=[ModelCheckpoint(dirpath=os.path.join(args.out, "ckpt"), save_top_k=-1, filename="{epoch}-{step}")],
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=args.out,
     )
