@@ -540,6 +540,8 @@ def setup_hardware(
     device = chosen.root_device
     chosen.accelerator = accelerator_object
     check_bool("sync_batchnorm", sync_batchnorm)
+    if plugins is not None:
+        sync_batchnorm = plugins.sync_batchnorm  # also True for a TorchSyncBatchNorm plugin
     if sync_batchnorm and chosen.distributed and name == "cpu":
         raise MisconfigurationException(
             "sync_batchnorm=True needs GPUs: torch.nn.SyncBatchNorm does not run on CPU. Received: "

@@ -546,7 +546,7 @@ def restore_modules(trainer: Trainer, path: str, checkpoint: dict[str, Any] | No
     """Load `path` (or its already read `checkpoint`) into the module, datamodule and callbacks; return it."""
     module = trainer.lightning_module
     if checkpoint is None:
-        checkpoint = load_checkpoint(path, map_location="cpu")
+        checkpoint = trainer.strategy.load_checkpoint(path)  # through a CheckpointIO plugin, if one was given
     module.on_load_checkpoint(checkpoint)
     trainer.strategy.load_model_state_dict(module, checkpoint["state_dict"], strict=module.strict_loading)
     dm = trainer.datamodule
