@@ -66,7 +66,7 @@ class HookDispatch:
         self.has_train_batch_end = self.overridden("on_train_batch_end")
         self.automatic_optimization = module.automatic_optimization
         # Nothing between training_step and the optimizer step customised: the automatic step
-        # calls what the default hooks would call, as a hand-written loop does (fulmen.loop._automatic_step).
+        # calls what the default hooks would call, as a hand-written loop does (fulmen.loop.run_train_batch).
         self.plain_step = (
             self.automatic_optimization
             and len(trainer._optimizers) == 1
@@ -76,9 +76,10 @@ class HookDispatch:
             and not any(self.overridden(name) for name in _STEP_HOOKS)
         )
 
-        # The plain step's backward: torch's, which is all the module's default backward hook does
-        # (a profiled dispatch calls the hook, to time it).
-        self.plain_backward = torch.Tensor.backward
+        # The automatic step's backward, decided once: with a plain step, torch's own (all that the
+        # module's default backward hook does; a profiled dispatch calls that hook, to time it),
+        # else the Trainer's, with on_before_backward, the GradScaler and on_after_backward.
+        self.backward = torch.Tensor.backward if self.plain_step else trainer._backward
 
     def overridden(self, name: str) -> bool:
         """Whether any callback or the module overrides hook `name`."""

@@ -12,8 +12,8 @@ One training batch under automatic optimization, in Lightning's hook order:
     log to loggers every `log_every_n_steps`; validation when due
     after the batch: checkpoints that came due, a preemption (see `_run_after_batch`)
 
-When nothing in that chain is customised, `_automatic_step` skips the no-op hooks and runs the
-same calls as a hand-written loop.
+When nothing in that chain is customised, `run_train_batch` skips the no-op hooks and makes the
+calls of the default ones itself, as a hand-written loop does (`HookDispatch.plain_step`).
 
 At the end of an epoch: on_train_epoch_end (callbacks, then the module), epoch metrics to the
 loggers, "epoch"-interval schedulers, then the monitoring callbacks (ModelCheckpoint,
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from fulmen.trainer import Trainer
 
 _STOP_EPOCH = -1  # what on_train_batch_start returns to end the epoch early
+_TENSOR = torch.Tensor  # one global lookup on the hot path instead of two
 
 
 # ==========================================================================================
@@ -157,16 +158,15 @@ def _deadline_passed(trainer: Trainer) -> bool:
     return trainer._deadline is not None and time.monotonic() >= trainer._deadline
 
 
-def _should_leave_epoch(trainer: Trainer) -> bool:
-    """After a training batch: whether the epoch ends here. It does at max_steps, and when a stop
-    was asked for (`should_stop`, or `max_time` passed) once min_epochs/min_steps are reached."""
-    s = trainer.state
-    if trainer.max_steps != -1 and s.global_step >= trainer.max_steps:
+def _should_leave_epoch(trainer: Trainer, max_steps: float) -> bool:
+    """After a training batch: whether the epoch ends here. It does at `max_steps` (inf for
+    Trainer(max_steps=-1)), and when a stop was asked for (`should_stop`, or `max_time` passed)
+    once min_epochs/min_steps are reached."""
+    if trainer.state.global_step >= max_steps:
         return True
-    deadline = trainer._deadline
-    if deadline is not None and not trainer.strategy.distributed and time.monotonic() >= deadline:
-        s.should_stop = True  # several processes: the deadline is part of their vote (_agree_on_stop)
-    return s.should_stop and _min_reached(trainer)
+    if trainer._deadline is not None and not trainer.strategy.distributed and time.monotonic() >= trainer._deadline:
+        trainer.state.should_stop = True  # several processes: the deadline is part of their vote (_agree_on_stop)
+    return trainer.state.should_stop and _min_reached(trainer)
 
 
 def _agree_on_stop(trainer: Trainer, settle: bool = False) -> None:
@@ -219,6 +219,7 @@ def run_train_epoch(trainer: Trainer) -> None:
     # Decided once per epoch, so that a batch after which nothing is due costs a few comparisons.
     distributed = trainer.strategy.distributed
     validating = trainer._val_enabled and _validation_due_this_epoch(trainer) and trainer.val_check_batch != float("inf")
+    max_steps = float("inf") if trainer.max_steps == -1 else trainer.max_steps
     pending, preemption = trainer._after_batch, trainer._preemption
     # Profiling is decided once per epoch: without a profiler these are the functions themselves.
     train_batch = timed(trainer, "run_training_batch", run_train_batch)
@@ -227,7 +228,7 @@ def run_train_epoch(trainer: Trainer) -> None:
     for batch_idx, batch in _device_batches(trainer, batches, 0):
         # As in Lightning, validation after a batch logs at that batch's step, not the next one.
         log_at = s.log_step
-        if train_batch(trainer, results, batch, batch_idx) == _STOP_EPOCH:
+        if train_batch(trainer, results, batch, batch_idx):  # on_train_batch_start ended the epoch
             break
         if distributed:
             _agree_on_stop(trainer)
@@ -235,7 +236,7 @@ def run_train_epoch(trainer: Trainer) -> None:
             validated_at_end = _maybe_validate(trainer, batch_idx, batch_idx + 1 == limit, log_at)
         if pending or (preemption is not None and (preemption.received or preemption.agreed)):
             _run_after_batch(trainer)
-        if _should_leave_epoch(trainer):
+        if _should_leave_epoch(trainer, max_steps):
             break
     if trainer.val_check_batch == float("inf") and not validated_at_end and _validation_due_this_epoch(trainer):
         run_evaluation(trainer, RunningStage.VALIDATING, log_at)  # an iterable without length: validate at its end
@@ -301,9 +302,12 @@ def _run_after_batch(trainer: Trainer, window_closed: bool = False) -> None:
         stop_for_preemption(trainer, signum)
 
 
-def run_train_batch(trainer: Trainer, results: Results, batch: Any, batch_idx: int) -> int | None:
+def run_train_batch(trainer: Trainer, results: Results, batch: Any, batch_idx: int) -> bool:
+    """One training batch, its hooks, its optimizer step and its logging. Returns True when the
+    module's on_train_batch_start returned -1, which ends the epoch before this batch."""
     s, hooks = trainer.state, trainer._hooks
-    trainer._in_batch, trainer._current_batch, trainer._batch_size = True, batch, None
+    trainer._in_batch = True
+    trainer._current_batch, trainer._batch_size = batch, None
     results.batch_counter += 1
     # Decided before the hooks, for the loop and for callbacks that log when the loop does
     # (`should_update_logs`): this batch completes a step (as in Lightning, every
@@ -313,17 +317,34 @@ def run_train_batch(trainer: Trainer, results: Results, batch: Any, batch_idx: i
     trainer._log_due = steps and (s.log_step + 1) % trainer.log_every_n_steps == 0
     if hooks.has_train_batch_start and _train_batch_start(trainer, batch, batch_idx) == _STOP_EPOCH:
         trainer._in_batch = False
-        return _STOP_EPOCH
+        return True
 
     steps_before = s.global_step
-    if not hooks.automatic_optimization:
+    # The automatic step: _forward_backward (training_step, zero_grad, backward), and at the end
+    # of an accumulation window the optimizer step. As in Lightning, each completed window is one
+    # step (global_step += 1), whether or not an overridden optimizer_step really stepped, and also
+    # with no optimizer at all: max_steps, "step" schedulers and logging follow windows.
+    if hooks.plain_step and window.step:
+        # Nothing between training_step and the optimizer step customised (HookDispatch.plain_step):
+        # the calls that the chain below makes with its default hooks, as a hand-written loop does.
+        outputs = _forward_backward(trainer, batch, batch_idx, window.zero_grad)[1]
+        trainer._optimizers[0].optimizer.step()
+        s.global_step += 1
+    elif not hooks.automatic_optimization:  # manual: each optimizer.step() in training_step counts
         outputs = trainer._training_step(batch, batch_idx)
-    elif not window.step and trainer.strategy.distributed:
-        # A batch that only accumulates: its gradients are synced with the window's last batch.
+    elif window.step and trainer._optimizers:
+        # module.optimizer_step(closure) → LightningOptimizer.step → Precision.optimizer_step: the
+        # closure, then on_before_optimizer_step and clipping (Trainer._after_closure), then the step.
+        closure = _TrainingClosure(trainer, batch, batch_idx, window.zero_grad)
+        trainer.lightning_module.optimizer_step(s.epoch, batch_idx, trainer._optimizers[0], closure)
+        outputs = closure.outputs
+        s.global_step += 1
+    elif window.step or not trainer.strategy.distributed:  # inside a window, or no optimizer
+        outputs = _forward_backward(trainer, batch, batch_idx, window.zero_grad)[1]
+        s.global_step += window.step
+    else:  # several processes, a batch that only accumulates: its gradients sync with the window's last batch
         with trainer.strategy.no_backward_sync():
-            outputs = _automatic_step(trainer, batch, batch_idx, window)
-    else:
-        outputs = _automatic_step(trainer, batch, batch_idx, window)
+            outputs = _forward_backward(trainer, batch, batch_idx, window.zero_grad)[1]
     if trainer.lr_scheduler_configs and s.global_step > steps_before:
         step_schedulers(trainer, "step", s.global_step)
 
@@ -339,7 +360,7 @@ def run_train_batch(trainer: Trainer, results: Results, batch: Any, batch_idx: i
     # Not on a batch that only accumulates gradients: its step is logged by the batch that steps.
     if trainer._log_due or s.should_stop:  # should_update_logs(trainer), spelled out on the hot path
         trainer._log_metrics(results.view("logger", fresh_only=True), step=log_at)
-    return None
+    return False
 
 
 def should_update_logs(trainer: Trainer) -> bool:
@@ -381,59 +402,31 @@ def _window(trainer: Trainer, batch_idx: int) -> Window:
     return Window(zero_grad=batch_idx % accumulate == 0, step=last)
 
 
-def _automatic_step(trainer: Trainer, batch: Any, batch_idx: int, window: Window) -> Any:
-    """One batch under automatic optimization: `_forward_backward` (training_step, zero_grad,
-    backward), then, at the end of an accumulation window, the optimizer step.
-
-    With every hook, the module's optimizer_step runs `_forward_backward` as its closure:
-    module.optimizer_step(closure) → LightningOptimizer.step → Precision.optimizer_step, which
-    calls the closure, then on_before_optimizer_step and clipping (Trainer._after_closure), then
-    the optimizer's step. When nothing in that chain is customised (`HookDispatch.plain_step`),
-    each hook in it is a no-op or its default, so the step makes the calls those defaults make:
-    `_forward_backward`, then the optimizer's step, as a hand-written loop does.
-    """
-    if trainer._hooks.plain_step:
-        outputs = _forward_backward(trainer, batch, batch_idx, window.zero_grad)[1]
-        if window.step:
-            trainer._optimizers[0].optimizer.step()
-    elif window.step and trainer._optimizers:
-        closure = _TrainingClosure(trainer, batch, batch_idx, window.zero_grad)
-        trainer.lightning_module.optimizer_step(trainer.state.epoch, batch_idx, trainer._optimizers[0], closure)
-        outputs = closure.outputs
-    else:  # inside an accumulation window, or no optimizer (configure_optimizers returned None)
-        outputs = _forward_backward(trainer, batch, batch_idx, window.zero_grad)[1]
-    if window.step:
-        # As in Lightning, each completed window is one step, whether or not an overridden
-        # optimizer_step really stepped, and also with no optimizer at all: max_steps, "step"
-        # schedulers and logging follow windows.
-        trainer.state.global_step += 1
-    return outputs
-
-
 def _forward_backward(trainer: Trainer, batch: Any, batch_idx: int, zero_grad: bool) -> tuple[Any, Any]:
-    """training_step, zero_grad (the first batch of an accumulation window) and backward; returns
-    (the loss, the outputs for on_train_batch_end)."""
+    """The automatic step's body, run directly (see `run_train_batch`) or as optimizer_step's
+    closure: training_step, zero_grad (the first batch of an accumulation window) and backward.
+    Returns (the loss, the outputs for on_train_batch_end).
+
+    When nothing between training_step and the optimizer step is customised
+    (`HookDispatch.plain_step`), every hook it would call is a no-op or its default, so it makes
+    the calls those defaults make, as a hand-written loop does."""
     hooks = trainer._hooks
     output = trainer._training_step(batch, batch_idx)
     # The usual loss (a scalar tensor with a graph) is taken as it is; anything else is checked.
-    if type(output) is torch.Tensor and output.requires_grad and not output.ndim:
+    if type(output) is _TENSOR and output.requires_grad and not output.ndim:
         loss = output
     else:
         loss = _loss_from(output, trainer.lightning_module)
     if zero_grad and trainer._optimizers:
-        optimizer = trainer._optimizers[0]
         if hooks.plain_step:
-            optimizer.optimizer.zero_grad()  # what the default optimizer_zero_grad does
+            trainer._optimizers[0].optimizer.zero_grad()  # what the default optimizer_zero_grad does
         else:
-            hooks.callbacks_then_module("on_before_zero_grad", optimizer)
-            trainer.lightning_module.optimizer_zero_grad(trainer.state.epoch, batch_idx, optimizer)
+            hooks.callbacks_then_module("on_before_zero_grad", trainer._optimizers[0])
+            trainer.lightning_module.optimizer_zero_grad(trainer.state.epoch, batch_idx, trainer._optimizers[0])
     if loss is None:
         return None, None
     accumulate = trainer.accumulate_grad_batches
-    if hooks.plain_step:  # the default backward hook's loss.backward() (a profiled run: the hook, timed)
-        hooks.plain_backward(loss / accumulate if accumulate > 1 else loss)
-    else:  # on_before_backward, the loss scaled by a GradScaler, the backward hook, on_after_backward
-        trainer._backward(loss / accumulate if accumulate > 1 else loss)
+    hooks.backward(loss / accumulate if accumulate > 1 else loss)  # see HookDispatch.backward
     # Detaching costs a tensor per step: only when someone reads the outputs in on_train_batch_end.
     return loss, _outputs_dict(output, loss) if hooks.has_train_batch_end else None
 

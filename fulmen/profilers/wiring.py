@@ -66,8 +66,8 @@ class ProfiledHookDispatch(HookDispatch):
         self._module_hooks = {
             name: _wrap(profiler, f"[LightningModule]{module_name}.{name}", hook) for name, hook in self._module_hooks.items()
         }
-        # The plain step calls the module's default backward hook itself (timed by `instrument`).
-        self.plain_backward = module.backward
+        if self.plain_step:  # the plain step calls the module's default backward hook (timed by `instrument`)
+            self.backward = module.backward
 
 
 def instrument(trainer: Trainer, module: LightningModule, callbacks: list[Any], profiler: Profiler) -> HookDispatch:
