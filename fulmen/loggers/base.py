@@ -321,6 +321,20 @@ def _sanitize_params(params: Mapping[str, Any]) -> dict[str, bool | int | float 
     return sanitized
 
 
+def scalar_from_tensor(logger: str, key: str, value: Any) -> Any:
+    """`value` as a logger writes it: a one-element tensor becomes a Python number (the one host
+    sync of logging: the value must reach the CPU to be written); anything else is returned as it
+    is. `logger` names the caller in the error for a tensor of several elements."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(
+                f"{logger} can only log scalars. Received: {key!r} = tensor of shape {tuple(value.shape)}. "
+                "Fix: log a reduced value such as tensor.mean(), or one metric per element."
+            )
+        return value.item()
+    return value
+
+
 def _to_plain(value: Any) -> Any:
     """`value` as JSON-ready plain data (W&B's run config), keeping nesting (dicts, lists) but nothing
     else exotic. hparams.yaml is written by `fulmen.saving._hparams_yaml_text`, which keeps tuples.

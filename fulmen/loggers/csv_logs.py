@@ -16,9 +16,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-import torch
-
-from fulmen.loggers.base import _atomic_write_text, _convert_params, _VersionedDirLogger
+from fulmen.loggers.base import _atomic_write_text, _convert_params, _VersionedDirLogger, scalar_from_tensor
 
 __all__ = ["CSVLogger", "ExperimentWriter"]
 
@@ -194,12 +192,4 @@ class CSVLogger(_VersionedDirLogger):
 
 
 def _number(key: str, value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise ValueError(
-                f"CSVLogger can only log scalars. Received: {key!r} = tensor of shape {tuple(value.shape)}. "
-                "Fix: log a reduced value such as tensor.mean(), or one metric per element."
-            )
-        # The one host sync of logging: the value must reach the CPU to be written.
-        return value.item()
-    return value
+    return scalar_from_tensor("CSVLogger", key, value)  # other values are written as they are

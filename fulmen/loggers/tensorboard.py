@@ -22,6 +22,7 @@ from fulmen.loggers.base import (
     _flatten_dict,
     _sanitize_params,
     _VersionedDirLogger,
+    scalar_from_tensor,
 )
 
 if TYPE_CHECKING:
@@ -213,14 +214,7 @@ class TensorBoardLogger(_VersionedDirLogger):
 
 
 def _scalar(key: str, value: Any) -> float | int:
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise ValueError(
-                f"TensorBoardLogger can only log scalars. Received: {key!r} = tensor of shape {tuple(value.shape)}. "
-                "Fix: log a reduced value such as tensor.mean(), or one metric per element."
-            )
-        # The one host sync of logging: the value must reach the CPU to be written.
-        return value.item()
+    value = scalar_from_tensor("TensorBoardLogger", key, value)
     if isinstance(value, (int, float)):
         return value
     if type(value).__module__ == "numpy" and getattr(value, "shape", None) == ():
