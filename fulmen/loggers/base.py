@@ -321,10 +321,11 @@ def _sanitize_params(params: Mapping[str, Any]) -> dict[str, bool | int | float 
     return sanitized
 
 
-def scalar_from_tensor(logger: str, key: str, value: Any) -> Any:
+def scalar_from_tensor(logger: str, key: str, value: Any, numbers_only: bool = False) -> Any:
     """`value` as a logger writes it: a one-element tensor becomes a Python number (the one host
-    sync of logging: the value must reach the CPU to be written); anything else is returned as it
-    is. `logger` names the caller in the error for a tensor of several elements."""
+    sync of logging: the value must reach the CPU to be written). Anything else is returned as it
+    is, or, with `numbers_only`, must be an int, a float or a numpy scalar (made a Python number).
+    `logger` names the caller in the errors."""
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
             raise ValueError(
@@ -332,7 +333,14 @@ def scalar_from_tensor(logger: str, key: str, value: Any) -> Any:
                 "Fix: log a reduced value such as tensor.mean(), or one metric per element."
             )
         return value.item()
-    return value
+    if not numbers_only or isinstance(value, (int, float)):
+        return value
+    if type(value).__module__ == "numpy" and getattr(value, "shape", None) == ():
+        return value.item()
+    raise ValueError(
+        f"{logger} can only log numbers. Received: {key!r} = {value!r} ({type(value).__name__}). "
+        "Fix: log a float, an int, a one-element tensor, or a dict of them."
+    )
 
 
 def _to_plain(value: Any) -> Any:

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 __all__ = ["TensorBoardLogger"]
 
+_NAME = "TensorBoardLogger"  # in the errors of scalar_from_tensor
+
 
 class TensorBoardLogger(_VersionedDirLogger):
     """Log to TensorBoard event files in `save_dir/name/version_N[/sub_dir]`.
@@ -107,9 +109,9 @@ class TensorBoardLogger(_VersionedDirLogger):
         scalars = []
         for key, value in self._add_prefix(metrics).items():
             if isinstance(value, Mapping):
-                self.experiment.add_scalars(key, {k: _scalar(key, v) for k, v in value.items()}, step)
+                self.experiment.add_scalars(key, {k: scalar_from_tensor(_NAME, key, v, True) for k, v in value.items()}, step)
             else:
-                scalars.append(Summary.Value(tag=key, simple_value=_scalar(key, value)))
+                scalars.append(Summary.Value(tag=key, simple_value=scalar_from_tensor(_NAME, key, value, True)))
         if scalars:
             # One event for all of them (what add_scalar writes, once per metric): half the cost
             # of a typical write, which carries the loss and the epoch.
@@ -144,7 +146,7 @@ class TensorBoardLogger(_VersionedDirLogger):
         # otherwise the HPARAMS tab would look for a metric that was never written.
         metrics = self._add_prefix(metrics)
         for key, value in metrics.items():
-            self.experiment.add_scalar(key, _scalar(key, value), step)
+            self.experiment.add_scalar(key, scalar_from_tensor(_NAME, key, value, True), step)
 
         from torch.utils.tensorboard.summary import hparams
 
@@ -211,18 +213,6 @@ class TensorBoardLogger(_VersionedDirLogger):
         state = self.__dict__.copy()
         state["_experiment"] = None
         return state
-
-
-def _scalar(key: str, value: Any) -> float | int:
-    value = scalar_from_tensor("TensorBoardLogger", key, value)
-    if isinstance(value, (int, float)):
-        return value
-    if type(value).__module__ == "numpy" and getattr(value, "shape", None) == ():
-        return value.item()
-    raise ValueError(
-        f"TensorBoardLogger can only log numbers. Received: {key!r} = {value!r} ({type(value).__name__}). "
-        "Fix: log a float, an int, a one-element tensor, or a dict of them."
-    )
 
 
 def _to_model_device(model: torch.nn.Module, inputs: torch.Tensor | tuple) -> torch.Tensor | tuple:
