@@ -378,12 +378,12 @@ def checkpoint_dict(trainer: Trainer, weights_only: bool = False) -> dict[str, A
         # Exact resume: the random state now and at the start of the epoch (which decided its data
         # order), and a stateful loader's own position (or, for several loaders, each one's). Plain data and tensors only.
         checkpoint["resume"].update(
-            rng=rng_state_dict(), epoch_start=trainer._epoch_start, loader=train_position(trainer),
+            rng=rng_state_dict(), epoch_start=trainer.run_state.epoch_start, loader=train_position(trainer),
         )
         if strategy.distributed and not strategy.failing:  # every rank's random state, for a per-rank exact resume
             resume = checkpoint["resume"]
             checkpoint["resume"]["ranks"] = strategy.all_gather_object(
-                {"rng": resume["rng"], "epoch_start": trainer._epoch_start, "loader": resume["loader"]}
+                {"rng": resume["rng"], "epoch_start": trainer.run_state.epoch_start, "loader": resume["loader"]}
             )
     if not weights_only:
         checkpoint["callbacks"] = {cb.state_key: cb.state_dict() for cb in trainer.callbacks}
@@ -583,7 +583,7 @@ def restore_training_state(trainer: Trainer, checkpoint: dict[str, Any], path: s
         ranks = resume.pop("ranks", None)
         if ranks is not None and len(ranks) == trainer.world_size:  # each rank resumes its own random state
             resume.update(ranks[trainer.global_rank])
-        trainer._resume = resume  # random and data-order state, applied at the epoch's start
+        trainer.run_state.resume = resume  # random and data-order state, applied at the epoch's start
     else:  # a checkpoint from PyTorch Lightning or another tool
         s.load_state_dict(foreign_resume_point(checkpoint))
     if s.epoch_finished:

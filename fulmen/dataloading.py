@@ -38,12 +38,12 @@ if TYPE_CHECKING:  # trainer.py imports this module, so only the type checker ma
 
 def setup_dataloaders(trainer: Trainer, fn: TrainerFn, model: LightningModule, datamodule: Any, data: dict) -> None:
     """Load the loaders stage `fn` runs on; `data` holds the loaders passed to fit/validate/test/predict."""
-    trainer._fit_data = data
-    trainer._val_enabled = False
+    trainer.run_state.fit_data = data
+    trainer.run_state.val_enabled = False
     if fn == TrainerFn.FITTING:
         load_train_dataloader(trainer)
         load_val_dataloaders(trainer)
-        trainer._val_enabled = bool(trainer._val_loaders) and trainer.limit_val_batches != 0
+        trainer.run_state.val_enabled = bool(trainer._val_loaders) and trainer.limit_val_batches != 0
         has_step = is_overridden("validation_step", model, LightningModule)
         if has_step and not trainer._val_loaders:
             warn_once("validation_step is defined but there is no validation data, so validation is skipped. "
@@ -51,7 +51,7 @@ def setup_dataloaders(trainer: Trainer, fn: TrainerFn, model: LightningModule, d
         elif trainer._val_loaders and not has_step:
             warn_once("Validation data was given but the model has no validation_step, so validation is skipped. "
                       "Fix: define validation_step(self, batch, batch_idx).")
-        trainer._val_enabled = trainer._val_enabled and has_step
+        trainer.run_state.val_enabled = trainer.run_state.val_enabled and has_step
         compute_val_check_batch(trainer)
     elif fn in (TrainerFn.VALIDATING, TrainerFn.TESTING):
         kind = "val" if fn == TrainerFn.VALIDATING else "test"
@@ -121,12 +121,12 @@ def load_train_dataloader(trainer: Trainer) -> None:
         trainer._combined_loader = combined
         trainer.train_dataloader = combined.iterables
         trainer.num_training_batches = combined._length()
-    trainer._last_train_reload_epoch = trainer.state.epoch
+    trainer.run_state.last_train_reload_epoch = trainer.state.epoch
 
 
 def _train_source(trainer: Trainer) -> Any:
     """What fit trains on, as given: the argument of fit, else the datamodule's or the model's train_dataloader()."""
-    explicit = trainer._fit_data.get("train")
+    explicit = trainer.run_state.fit_data.get("train")
     if explicit is not None:
         return explicit
     model, datamodule = trainer.lightning_module, trainer.datamodule
@@ -174,7 +174,7 @@ def compute_val_check_batch(trainer: Trainer) -> None:
 
 def _fit_loaders(trainer: Trainer, kind: str) -> list[Any]:
     """fit's "train" or "val" loaders: those passed to fit, else the datamodule's or the model's."""
-    explicit = trainer._fit_data.get(kind)
+    explicit = trainer.run_state.fit_data.get(kind)
     if explicit is not None:
         return eval_loader_list(explicit, f"{kind}_dataloaders")
     return loaders_from(kind, trainer.lightning_module, trainer.datamodule)
@@ -379,8 +379,8 @@ def train_epoch_batches(trainer: Trainer, loader: Any, stop: int | None) -> Iter
     """
     if isinstance(loader, CombinedLoader):
         return _combined_epoch_batches(trainer, loader, stop)
-    start, resume = trainer.state.batches_done, trainer._resume
-    trainer._resume = None
+    start, resume = trainer.state.batches_done, trainer.run_state.resume
+    trainer.run_state.resume = None
     if resume is not None and start == 0 and resume.get("rng") is not None:  # saved at the previous epoch's end
         load_rng_state_dict(resume["rng"])
     elif resume is not None and resume.get("epoch_start") is not None:
@@ -388,7 +388,7 @@ def train_epoch_batches(trainer: Trainer, loader: Any, stop: int | None) -> Iter
         load_rng_state_dict(epoch_start["rng"])
         for generator, state in zip(_generators(loader), epoch_start["generators"]):
             generator.set_state(state)
-    trainer._epoch_start = epoch_start_state(loader)
+    trainer.run_state.epoch_start = epoch_start_state(loader)
     remaining = None if stop is None else max(stop - start, 0)
     if start == 0:
         return itertools.islice(enumerate(loader), stop)
@@ -496,9 +496,9 @@ def _resumed_iterator(loader: Any, state: dict[str, Any], skip: int) -> Iterator
 
 def _combined_epoch_batches(trainer: Trainer, combined: CombinedLoader, stop: int | None) -> Iterator[tuple[int, Any]]:
     """`train_epoch_batches` for several loaders: `(batch_idx, combined batch)` from `batches_done` to `stop`."""
-    start, resume = trainer.state.batches_done, trainer._resume
-    trainer._resume = None
-    trainer._epoch_start = None  # each inner loader records its own (see _InnerStarts)
+    start, resume = trainer.state.batches_done, trainer.run_state.resume
+    trainer.run_state.resume = None
+    trainer.run_state.epoch_start = None  # each inner loader records its own (see _InnerStarts)
     if resume is not None and resume.get("rng") is not None and start == 0:
         load_rng_state_dict(resume["rng"])  # saved at the previous epoch's end
     position = (resume or {}).get("loader") if start else None

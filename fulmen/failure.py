@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 def handle_failure(trainer: Trainer, exc: BaseException) -> BaseException | None:
     """Tell the hooks about `exc` and explain it; returns a clearer error to raise from it, if any."""
-    watch = trainer._preemption
+    watch = trainer.run_state.preemption
     preempted = watch is not None and watch.due(trainer.strategy.distributed) is not None
     if preempted and isinstance(exc, SystemExit):  # stop_for_preemption's exit, not an error after the signal
         trainer.state.status = TrainerStatus.INTERRUPTED  # preempted: already saved and logged, not a failure

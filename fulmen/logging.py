@@ -175,7 +175,8 @@ def log_value(
     sync_dist: bool, add_dataloader_idx: bool, batch_size: int | None,
 ) -> None:
     """The body of `LightningModule.log`: check the call, then record the value."""
-    results: Results | None = trainer._results
+    run = trainer.run_state
+    results: Results | None = run.results
     if results is None:
         raise MisconfigurationException(
             f"self.log({name!r}, ...) was called outside a training, validation, test or predict "
@@ -188,10 +189,10 @@ def log_value(
         )
     value = _as_scalar_tensor(name, value, enable_graph)
     # `is`, not `==`: the stages are LightningEnums, whose case-insensitive == is a Python call per log
-    in_step = trainer._in_batch and trainer.state.stage is RunningStage.TRAINING
+    in_step = run.in_batch and trainer.state.stage is RunningStage.TRAINING
     on_step = in_step if on_step is None else on_step
     on_epoch = (not in_step) if on_epoch is None else on_epoch
-    if on_step and not trainer._in_batch:
+    if on_step and not run.in_batch:
         raise MisconfigurationException(
             f"self.log({name!r}, on_step=True) was called outside a batch (in an epoch-level hook), "
             "where there is no step to log at. Received: on_step=True. Fix: drop on_step or log from a *_step method."
@@ -201,8 +202,8 @@ def log_value(
             f"self.log({name!r}, on_step=False, on_epoch=False) would log nothing. "
             "Fix: set on_step=True and/or on_epoch=True."
         )
-    if add_dataloader_idx and trainer._num_eval_loaders > 1 and trainer.state.stage is not RunningStage.TRAINING:
-        name = f"{name}/dataloader_idx_{trainer._dataloader_idx}"
+    if add_dataloader_idx and run.num_eval_loaders > 1 and trainer.state.stage is not RunningStage.TRAINING:
+        name = f"{name}/dataloader_idx_{run.dataloader_idx}"
     fx = parse_reduce_fx(name, reduce_fx)
     entry = results.values.get(name)
     if entry is None:

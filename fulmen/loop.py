@@ -42,6 +42,7 @@ from fulmen.state import RunningStage
 from fulmen.utilities.rank_zero import rank_zero_info
 
 if TYPE_CHECKING:
+    from fulmen.run_state import RunState
     from fulmen.trainer import Trainer
 
 _STOP_EPOCH = -1  # what on_train_batch_start returns to end the epoch early
@@ -55,14 +56,14 @@ def run_fit(trainer: Trainer) -> None:
     hooks = trainer._hooks
     _warn_eval_modules(trainer.lightning_module)
     hooks.callbacks_then_module("on_fit_start")
-    if trainer._val_enabled and trainer.num_sanity_val_steps > 0 and trainer.state.global_step == 0:
+    if trainer.run_state.val_enabled and trainer.num_sanity_val_steps > 0 and trainer.state.global_step == 0:
         run_sanity_check(trainer)
     trainer.state.stage = RunningStage.TRAINING
     if trainer.max_time is not None:
-        trainer._deadline = time.monotonic() + trainer.max_time
+        trainer.run_state.deadline = time.monotonic() + trainer.max_time
     _warn_few_batches(trainer)
     hooks.callbacks_then_module("on_train_start")
-    trainer._none_steps = 0  # training steps that returned None in this fit's first epoch (see _end_train_epoch)
+    trainer.run_state.none_steps = 0  # training steps that returned None in this fit's first epoch (see _end_train_epoch)
     train_epoch = timed(trainer, "run_training_epoch", run_train_epoch)  # run_train_epoch itself without a profiler
     while not _fit_done(trainer):
         train_epoch(trainer)
@@ -155,16 +156,16 @@ def _fit_done(trainer: Trainer) -> bool:
 
 
 def _deadline_passed(trainer: Trainer) -> bool:
-    return trainer._deadline is not None and time.monotonic() >= trainer._deadline
+    return trainer.run_state.deadline is not None and time.monotonic() >= trainer.run_state.deadline
 
 
-def _should_leave_epoch(trainer: Trainer, max_steps: float) -> bool:
+def _should_leave_epoch(trainer: Trainer, max_steps: float, deadline: float | None) -> bool:
     """After a training batch: whether the epoch ends here. It does at `max_steps` (inf for
-    Trainer(max_steps=-1)), and when a stop was asked for (`should_stop`, or `max_time` passed)
-    once min_epochs/min_steps are reached."""
+    Trainer(max_steps=-1)), and when a stop was asked for (`should_stop`, or the `deadline` of
+    max_time passed) once min_epochs/min_steps are reached. The limits are read once per epoch."""
     if trainer.state.global_step >= max_steps:
         return True
-    if trainer._deadline is not None and not trainer.strategy.distributed and time.monotonic() >= trainer._deadline:
+    if deadline is not None and not trainer.strategy.distributed and time.monotonic() >= deadline:
         trainer.state.should_stop = True  # several processes: the deadline is part of their vote (_agree_on_stop)
     return trainer.state.should_stop and _min_reached(trainer)
 
@@ -174,7 +175,7 @@ def _agree_on_stop(trainer: Trainer, settle: bool = False) -> None:
     stop, leave the epoch), or the others wait in a collective forever. A stop asked for by any
     rank (or its clock, for max_time) becomes every rank's, and so does a preemption signal that
     reached one rank only; see `ParallelStrategy.stop_vote`."""
-    s, preemption = trainer.state, trainer._preemption
+    s, preemption = trainer.state, trainer.run_state.preemption
     signum = (preemption.received or 0) if preemption is not None else 0
     s.should_stop, agreed_signal = trainer.strategy.stop_vote(s.should_stop or _deadline_passed(trainer), signum, settle)
     if preemption is not None and agreed_signal:
@@ -197,7 +198,7 @@ def run_sanity_check(trainer: Trainer) -> None:
 
 def _train_epoch_loader(trainer: Trainer) -> Any:
     s, n = trainer.state, trainer.reload_dataloaders_every_n_epochs
-    if n and s.epoch - (trainer._last_train_reload_epoch or 0) >= n:
+    if n and s.epoch - (trainer.run_state.last_train_reload_epoch or 0) >= n:
         reload_fit_dataloaders(trainer)
     # Several training loaders are read through their CombinedLoader; one loader as it is.
     loader = trainer._combined_loader if trainer._combined_loader is not None else trainer.train_dataloader
@@ -206,10 +207,10 @@ def _train_epoch_loader(trainer: Trainer) -> Any:
 
 
 def run_train_epoch(trainer: Trainer) -> None:
-    s, hooks = trainer.state, trainer._hooks
+    s, hooks, run = trainer.state, trainer._hooks, trainer.run_state
     loader = _train_epoch_loader(trainer)
     s.stage = RunningStage.TRAINING
-    results = trainer._results = trainer._train_results = Results()
+    results = run.results = run.train_results = Results()
     hooks.callbacks_then_module("on_train_epoch_start")
 
     limit = trainer.num_training_batches
@@ -218,9 +219,9 @@ def run_train_epoch(trainer: Trainer) -> None:
     log_at = s.log_step
     # Decided once per epoch, so that a batch after which nothing is due costs a few comparisons.
     distributed = trainer.strategy.distributed
-    validating = trainer._val_enabled and _validation_due_this_epoch(trainer) and trainer.val_check_batch != float("inf")
+    validating = run.val_enabled and _validation_due_this_epoch(trainer) and trainer.val_check_batch != float("inf")
     max_steps = float("inf") if trainer.max_steps == -1 else trainer.max_steps
-    pending, preemption = trainer._after_batch, trainer._preemption
+    pending, preemption, deadline = run.after_batch, run.preemption, run.deadline
     # Profiling is decided once per epoch: without a profiler these are the functions themselves.
     train_batch = timed(trainer, "run_training_batch", run_train_batch)
     # A resumed epoch skips the batches it already trained on.
@@ -228,7 +229,7 @@ def run_train_epoch(trainer: Trainer) -> None:
     for batch_idx, batch in _device_batches(trainer, batches, 0):
         # As in Lightning, validation after a batch logs at that batch's step, not the next one.
         log_at = s.log_step
-        if train_batch(trainer, results, batch, batch_idx):  # on_train_batch_start ended the epoch
+        if train_batch(trainer, results, run, batch, batch_idx):  # on_train_batch_start ended the epoch
             break
         if distributed:
             _agree_on_stop(trainer)
@@ -236,7 +237,7 @@ def run_train_epoch(trainer: Trainer) -> None:
             validated_at_end = _maybe_validate(trainer, batch_idx, batch_idx + 1 == limit, log_at)
         if pending or (preemption is not None and (preemption.received or preemption.agreed)):
             _run_after_batch(trainer)
-        if _should_leave_epoch(trainer, max_steps):
+        if _should_leave_epoch(trainer, max_steps, deadline):
             break
     if trainer.val_check_batch == float("inf") and not validated_at_end and _validation_due_this_epoch(trainer):
         run_evaluation(trainer, RunningStage.VALIDATING, log_at)  # an iterable without length: validate at its end
@@ -246,7 +247,7 @@ def run_train_epoch(trainer: Trainer) -> None:
 
 def _end_train_epoch(trainer: Trainer, results: Results) -> None:
     s, hooks = trainer.state, trainer._hooks
-    none_steps, trainer._none_steps = trainer._none_steps, None  # counted in the first epoch only
+    none_steps, trainer.run_state.none_steps = trainer.run_state.none_steps, None  # counted in the first epoch only
     if none_steps and none_steps >= results.batch_counter:
         module = trainer.lightning_module
         raise MisconfigurationException(
@@ -257,7 +258,7 @@ def _end_train_epoch(trainer: Trainer, results: Results) -> None:
         )
     _run_after_batch(trainer, window_closed=True)  # an epoch ended early leaves no window open
     s.stage = RunningStage.TRAINING
-    trainer._results = results
+    trainer.run_state.results = results
     results.epoch_end_reached = True
     hooks.train_epoch_end()
     trainer._callback_metrics.update(results.view("callback"))
@@ -266,7 +267,7 @@ def _end_train_epoch(trainer: Trainer, results: Results) -> None:
     step_schedulers(trainer, "epoch", s.epoch + 1)
     s.epoch_finished = True
     hooks.train_epoch_end_monitors()
-    trainer._train_results = trainer._results = None
+    trainer.run_state.train_results = trainer.run_state.results = None
     s.epoch, s.batches_done, s.epoch_finished = s.epoch + 1, 0, False
 
 
@@ -279,7 +280,7 @@ def _device_batches(trainer: Trainer, batches: Iterator[tuple[int, Any]], datalo
     if trainer.device.type == "cuda":
         stream = torch.cuda.Stream(trainer.device)
         return prefetch(batches, lambda batch: trainer._to_device(batch, dataloader_idx), stream)
-    if trainer._transfer_is_noop:
+    if trainer.run_state.transfer_is_noop:
         return batches  # a CPU batch with no transfer hook to run: nothing to do per batch
     return ((i, trainer._to_device(batch, dataloader_idx)) for i, batch in batches)
 
@@ -288,35 +289,36 @@ def _run_after_batch(trainer: Trainer, window_closed: bool = False) -> None:
     """Work that must wait until a batch is completely done (its logging and validation included),
     e.g. a ModelCheckpoint due at this step or a preemption: a checkpoint taken here resumes
     exactly after the batch."""
-    preemption = trainer._preemption
+    run = trainer.run_state
+    preemption = run.preemption
     signum = preemption.due(trainer.strategy.distributed) if preemption is not None else None
-    if not trainer._after_batch and signum is None:
+    if not run.after_batch and signum is None:
         return  # the usual case: nothing to do
     # Checkpoints land on optimizer-step boundaries: inside an accumulation window they wait for it to close.
     if not window_closed and is_accumulating(trainer):
         return
-    pending = trainer._after_batch
+    pending = run.after_batch
     while pending:
         pending.pop(0)()
     if signum is not None:
         stop_for_preemption(trainer, signum)
 
 
-def run_train_batch(trainer: Trainer, results: Results, batch: Any, batch_idx: int) -> bool:
+def run_train_batch(trainer: Trainer, results: Results, run: RunState, batch: Any, batch_idx: int) -> bool:
     """One training batch, its hooks, its optimizer step and its logging. Returns True when the
     module's on_train_batch_start returned -1, which ends the epoch before this batch."""
     s, hooks = trainer.state, trainer._hooks
-    trainer._in_batch = True
-    trainer._current_batch, trainer._batch_size = batch, None
+    run.in_batch = True
+    run.current_batch, run.batch_size = batch, None
     results.batch_counter += 1
     # Decided before the hooks, for the loop and for callbacks that log when the loop does
     # (`should_update_logs`): this batch completes a step (as in Lightning, every
     # manual-optimization batch does) whose logging step is a multiple of log_every_n_steps.
     window = _WHOLE_WINDOW if trainer.accumulate_grad_batches == 1 else _window(trainer, batch_idx)
     steps = window.step or not hooks.automatic_optimization
-    trainer._log_due = steps and (s.log_step + 1) % trainer.log_every_n_steps == 0
+    run.log_due = steps and (s.log_step + 1) % trainer.log_every_n_steps == 0
     if hooks.has_train_batch_start and _train_batch_start(trainer, batch, batch_idx) == _STOP_EPOCH:
-        trainer._in_batch = False
+        run.in_batch = False
         return True
 
     steps_before = s.global_step
@@ -356,9 +358,9 @@ def run_train_batch(trainer: Trainer, results: Results, batch: Any, batch_idx: i
         s.log_step = log_at + 1
     if hooks.has_train_batch_end:
         hooks.callbacks_then_module("on_train_batch_end", outputs, batch, batch_idx)
-    trainer._in_batch = False
+    run.in_batch = False
     # Not on a batch that only accumulates gradients: its step is logged by the batch that steps.
-    if trainer._log_due or s.should_stop:  # should_update_logs(trainer), spelled out on the hot path
+    if run.log_due or s.should_stop:  # should_update_logs(trainer), spelled out on the hot path
         trainer._log_metrics(results.view("logger", fresh_only=True), step=log_at)
     return False
 
@@ -371,7 +373,7 @@ def should_update_logs(trainer: Trainer) -> bool:
     step (LearningRateMonitor, DeviceStatsMonitor, ThroughputMonitor) ask this to log with it.
     Lightning's `trainer._logger_connector.should_update_logs`.
     """
-    return trainer._log_due or trainer.state.should_stop
+    return trainer.run_state.log_due or trainer.state.should_stop
 
 
 def _train_batch_start(trainer: Trainer, batch: Any, batch_idx: int) -> int | None:
@@ -452,8 +454,8 @@ def _loss_from(output: Any, module: Any) -> torch.Tensor | None:
     """The loss in what training_step returned, with a clear error when it cannot be trained on."""
     if output is None:
         trainer = module._trainer
-        if trainer is not None and trainer._none_steps is not None:
-            trainer._none_steps += 1
+        if trainer is not None and trainer.run_state.none_steps is not None:
+            trainer.run_state.none_steps += 1
         warn_once_at(
             f"{type(module).__name__}.training_step returned None, so this batch is skipped (no backward). "
             "If that was not intended, return the loss. (fulmen doctor code FM201)",
@@ -499,7 +501,7 @@ def _outputs_dict(output: Any, loss: torch.Tensor) -> dict[str, Any]:
 
 def _validation_due_this_epoch(trainer: Trainer) -> bool:
     every = trainer.check_val_every_n_epoch
-    return trainer._val_enabled and (every is None or (trainer.state.epoch + 1) % every == 0)
+    return trainer.run_state.val_enabled and (every is None or (trainer.state.epoch + 1) % every == 0)
 
 
 def is_accumulating(trainer: Trainer) -> bool:
@@ -639,7 +641,7 @@ def run_evaluation(trainer: Trainer, stage: RunningStage, log_at: int | None = N
     Metrics go to the loggers at step `log_at` (validation during fit: the step of the training
     batch just run), or else at the current logging step.
     """
-    s, hooks, module = trainer.state, trainer._hooks, trainer.lightning_module
+    s, hooks, module, run = trainer.state, trainer._hooks, trainer.lightning_module, trainer.run_state
     testing = stage == RunningStage.TESTING
     names = _TEST_HOOKS if testing else _VALIDATION_HOOKS
     loaders = trainer._test_loaders if testing else trainer._val_loaders
@@ -650,10 +652,10 @@ def run_evaluation(trainer: Trainer, stage: RunningStage, log_at: int | None = N
     )
     several = len(loaders) > 1
     step_fn = _eval_step(module, names.step, (names.batch_start, names.batch_end), several, "test" if testing else "val")
-    previous_stage, previous_results = s.stage, trainer._results
+    previous_stage, previous_results = s.stage, run.results
     s.stage = stage
-    results = trainer._results = Results(training=False)
-    trainer._num_eval_loaders = len(loaders)
+    results = run.results = Results(training=False)
+    run.num_eval_loaders = len(loaders)
     modes = _module_modes(module)
     if stage == RunningStage.VALIDATING and s.fn == "fit" and not is_accumulating(trainer):
         module.on_validation_model_zero_grad()
@@ -662,17 +664,17 @@ def run_evaluation(trainer: Trainer, stage: RunningStage, log_at: int | None = N
     hooks.callbacks_then_module(names.epoch_start)
     with _grad_context(trainer):
         for dl_idx, loader in enumerate(loaders):
-            trainer._dataloader_idx = dl_idx
+            run.dataloader_idx = dl_idx
             extra = (dl_idx,) if several else ()  # as in Lightning, the hooks get dataloader_idx only when there are several
             stop = None if limits[dl_idx] == float("inf") else int(limits[dl_idx])
             for batch_idx, batch in _device_batches(trainer, itertools.islice(enumerate(loader), stop), dl_idx):
-                trainer._in_batch, trainer._current_batch, trainer._batch_size = True, batch, None
+                run.in_batch, run.current_batch, run.batch_size = True, batch, None
                 results.batch_counter += 1
                 hooks.callbacks_then_module(names.batch_start, batch, batch_idx, *extra)
                 with trainer._precision.forward_context():
                     output = step_fn(batch, batch_idx, dl_idx)
                 hooks.callbacks_then_module(names.batch_end, output, batch, batch_idx, *extra)
-                trainer._in_batch = False
+                run.in_batch = False
         results.epoch_end_reached = True
         hooks.callbacks_then_module(names.epoch_end)
     metrics = results.view("callback")
@@ -683,8 +685,8 @@ def run_evaluation(trainer: Trainer, stage: RunningStage, log_at: int | None = N
     hooks.callbacks_then_module(names.end)
     _restore_modes(modes)
     getattr(module, names.model_train)()
-    s.stage, trainer._results = previous_stage, previous_results
-    trainer._num_eval_loaders = 0
+    s.stage, run.results = previous_stage, previous_results
+    run.num_eval_loaders = 0
     # What validate/test return (and print) is Lightning's: the epoch values sent to loggers
     # (`name_epoch` for a value also logged per step; nothing logged with logger=False).
     return _per_dataloader(to_float_dict(results.view("logger")), len(loaders))

@@ -95,11 +95,11 @@ class EvaluationLoopView(_View):
     def batch_progress(self) -> Progress:
         """The batches of the evaluation now running (zeros outside it)."""
         trainer = self._trainer
-        results = trainer._results if self._running() else None
+        results = trainer.run_state.results if self._running() else None
         if results is None:
             return Progress(Tracker(), Tracker())
         # batch_counter counts the batches begun; the one in progress has run its step by its end hooks.
-        begun, in_batch = results.batch_counter, trainer._in_batch
+        begun, in_batch = results.batch_counter, trainer.run_state.in_batch
         tracker = _tracker(begun - 1, True) if in_batch else _tracker(begun, False)
         return Progress(tracker, tracker)
 
@@ -147,9 +147,9 @@ class TrainingEpochLoopView(_View):
         """Where the training batch loop is: "idle" (no batch running), "before_step" (the batch's
         start hooks or its training_step) or "after_step" (its end hooks)."""
         trainer = self._trainer
-        if not (trainer._in_batch and trainer.state.stage == RunningStage.TRAINING):
+        if not (trainer.run_state.in_batch and trainer.state.stage == RunningStage.TRAINING):
             return "idle"
-        results = trainer._train_results
+        results = trainer.run_state.train_results
         # batch_counter counts this epoch's batches begun, batches_done those whose step has run. In a
         # resumed epoch batches_done starts ahead of the counter and this reads "after_step" throughout.
         if results is not None and trainer.state.batches_done < results.batch_counter:
@@ -159,7 +159,7 @@ class TrainingEpochLoopView(_View):
     def _epoch_batches(self) -> int:
         """Batches of the current (or, between epochs, the last) epoch whose step has run."""
         trainer, s = self._trainer, self._trainer.state
-        if trainer._train_results is not None or s.batches_done or s.epoch == 0:
+        if trainer.run_state.train_results is not None or s.batches_done or s.epoch == 0:
             return s.batches_done
         # Between epochs fulmen has moved on to the next epoch; the last one ran its full length
         # unless the total says fewer batches ran at all.
@@ -222,7 +222,7 @@ class FitLoopView(_View):
     def epoch_progress(self) -> Progress:
         """At `on_train_epoch_end` of epoch e: ready=started=processed=e+1, completed=e."""
         trainer = self._trainer
-        results = trainer._train_results
+        results = trainer.run_state.train_results
         tracker = _tracker(trainer.state.epoch, results is not None, results is not None and results.epoch_end_reached)
         return Progress(tracker, tracker)
 

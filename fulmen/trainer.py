@@ -43,13 +43,14 @@ from fulmen.hooks import HookDispatch, is_overridden
 from fulmen.hparams import to_plain_hparams
 from fulmen.loggers import TensorBoardLogger
 from fulmen.loggers.base import Logger
-from fulmen.logging import Results, to_float_dict
+from fulmen.logging import to_float_dict
 from fulmen.module import LightningModule
 from fulmen.optim import LightningOptimizer, LRSchedulerConfig, parse_optimizers
 from fulmen.plugins.resolve import resolve_plugins
 from fulmen.preemption import DEFAULT_SIGNALS, PreemptionWatch
 from fulmen.profilers import Profiler, resolve_profiler
 from fulmen.profilers.wiring import finish_profiling, instrument
+from fulmen.run_state import RunState
 from fulmen.state import RunningStage, TrainerFn, TrainerState, TrainerStatus
 from fulmen.strategies import Strategy
 from fulmen.strategies.launcher import spawn
@@ -172,14 +173,14 @@ class Trainer(TrainerProperties):
             torch.backends.cudnn.benchmark = self.benchmark
 
     def _init_run_state(self) -> None:
-        """The attributes that hold the state of one run: what fit/validate/test/predict set up,
-        the loops read and write, and the tuner saves and restores (fulmen/tuner/snapshot.py)."""
+        """What a run sets up and fills: the optimizers, the wiring (hooks, training step), the
+        dataloaders and metrics, which outlive it, and `run_state`, what the run in progress is
+        doing, which the loops read and write and the tuner saves and restores whole."""
         self._optimizers: list[LightningOptimizer] = []
         self.lr_scheduler_configs: list[LRSchedulerConfig] = []
         self._hooks: HookDispatch | None = None
         self._training_step: Any = None  # the module's training_step, through the strategy's wrapper if any
-        self._transfer_hooks: tuple[Any, Any, Any] = (None, None, None)
-        self._transfer_is_noop = False
+        self.run_state = RunState()  # what the run in progress is doing (fulmen/run_state.py)
         self.train_dataloader: Any = None
         self._combined_loader: Any = None  # several training loaders: the CombinedLoader that reads them
         self._val_loaders: list[Any] = []
@@ -191,26 +192,9 @@ class Trainer(TrainerProperties):
         self.num_test_batches: list[int | float] = []
         self.num_predict_batches: list[int | float] = []
         self.val_check_batch: int | float | None = None  # set by fit's data set-up
-        self._results: Results | None = None
-        self._train_results: Results | None = None
         self._callback_metrics: dict[str, torch.Tensor] = {}
         self._progress_bar_metrics: dict[str, torch.Tensor] = {}
         self._logged_metrics: dict[str, float] = {}
-        self._in_batch = False
-        self._current_batch: Any = None
-        self._batch_size: int | None = None
-        self._dataloader_idx = 0
-        self._num_eval_loaders = 0
-        self._deadline: float | None = None
-        self._last_train_reload_epoch: int | None = None
-        self._fit_data: dict[str, Any] = {}
-        self._resume: dict[str, Any] | None = None  # a checkpoint's resume point, until its epoch starts
-        self._epoch_start: dict[str, Any] | None = None  # what decided the current epoch's data order
-        self._after_batch: list[Any] = []  # see fulmen.loop._run_after_batch
-        self._log_due = False  # the training batch now running is a logging point (see fulmen.loop.run_train_batch)
-        self._none_steps: int | None = None  # training steps that returned None, counted in fit's first epoch
-        self._preemption: PreemptionWatch | None = None  # set during fit
-        self._val_enabled = False
         self._ckpt_path: str | None = None
 
     # --- public entry points ----------------------------------------------------------------
@@ -371,12 +355,12 @@ class Trainer(TrainerProperties):
                 raise clearer from exc
             raise
         finally:
-            self._preemption = None
+            self.run_state.preemption = None
             self._training_step = None  # may hold the strategy's DDP wrapper
             if self._profiler is not None:
                 finish_profiling(self)  # the report, written also after a failure
             self.state.stage = None
-            self._results = self._train_results = None
+            self.run_state.results = self.run_state.train_results = None
 
     def _attach(self, fn: TrainerFn, model: LightningModule, datamodule: LightningDataModule | None) -> None:
         """A new run of `fn` on `model`: the state says so, and the module and datamodule know their Trainer."""
@@ -394,7 +378,7 @@ class Trainer(TrainerProperties):
         """The loop of `fn` (fulmen/loop.py); what validate/test/predict return."""
         if fn == TrainerFn.FITTING:
             anomaly = torch.autograd.set_detect_anomaly(self.detect_anomaly)
-            with anomaly, PreemptionWatch(self.preemption_signals) as self._preemption:
+            with anomaly, PreemptionWatch(self.preemption_signals) as self.run_state.preemption:
                 loop.run_fit(self)
             return None
         if fn == TrainerFn.PREDICTING:
@@ -427,7 +411,7 @@ class Trainer(TrainerProperties):
         if fn == TrainerFn.FITTING:
             # Known from the start: configure_optimizers or a callback's setup may read
             # trainer.estimated_stepping_batches, which loads the training data early.
-            self._fit_data, self.train_dataloader = data, None
+            self.run_state.fit_data, self.train_dataloader = data, None
         self._merge_model_callbacks(model)
         # Found before the callbacks' setup decides the run's log directory: a run resumed from
         # "last" logs on in the version folder of the checkpoint it found (fulmen/checkpoint.py).
@@ -491,9 +475,9 @@ class Trainer(TrainerProperties):
             self._hooks = instrument(self, model, self.callbacks, self._profiler)
         # After a profiler wrapped the method; autocast (mixed precision) around the strategy's forward.
         self._training_step = loop.bind_training_step(self, model)
-        self._transfer_hooks = dataloading.batch_transfer_hooks(self)
-        self._transfer_is_noop = (
-            self._transfer_hooks == (None, None, None) and self._device.type == "cpu"
+        self.run_state.transfer_hooks = dataloading.batch_transfer_hooks(self)
+        self.run_state.transfer_is_noop = (
+            self.run_state.transfer_hooks == (None, None, None) and self._device.type == "cpu"
             and self._precision.true_dtype is None
         )
 
@@ -512,7 +496,7 @@ class Trainer(TrainerProperties):
     # --- batches ----------------------------------------------------------------------------
     def _to_device(self, batch: Any, dataloader_idx: int) -> Any:
         """on_before_batch_transfer → transfer_batch_to_device → on_after_batch_transfer."""
-        before, transfer, after = self._transfer_hooks
+        before, transfer, after = self.run_state.transfer_hooks
         if before is not None:
             batch = before(batch, dataloader_idx)
         if transfer is not None:
@@ -525,9 +509,9 @@ class Trainer(TrainerProperties):
         return batch
 
     def _current_batch_size(self) -> int:
-        if self._batch_size is None:
-            self._batch_size = extract_batch_size(self._current_batch)
-        return self._batch_size
+        if self.run_state.batch_size is None:
+            self.run_state.batch_size = extract_batch_size(self.run_state.current_batch)
+        return self.run_state.batch_size
 
     # --- steps the loops call back into -----------------------------------------------------
     def _backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:

@@ -170,12 +170,12 @@ class TrainerProperties:
     @property
     def enable_validation(self) -> bool:
         """Whether fit validates: there is validation data, a validation_step and limit_val_batches > 0."""
-        return self._val_enabled
+        return self.run_state.val_enabled
 
     @property
     def received_sigterm(self) -> bool:
         """Whether this process received SIGTERM during the running fit (see `preemption_signals`)."""
-        return self._preemption is not None and self._preemption.received == signal.SIGTERM
+        return self.run_state.preemption is not None and self.run_state.preemption.received == signal.SIGTERM
 
     @property
     def model(self) -> torch.nn.Module | None:
@@ -217,7 +217,7 @@ class TrainerProperties:
         """Latest value of every logged metric (tensors), as monitoring callbacks see them. As in
         Lightning this is the trainer's own dict: a value written into it is what callbacks then read."""
         metrics = self._callback_metrics
-        for results in (self._train_results, self._results):
+        for results in (self.run_state.train_results, self.run_state.results):
             if results is not None:
                 metrics.update(results.view("callback"))
         return metrics
@@ -226,7 +226,7 @@ class TrainerProperties:
     def progress_bar_metrics(self) -> dict[str, float]:
         """Metrics logged with prog_bar=True, as floats. Each read is a host sync: read sparingly."""
         metrics = dict(self._progress_bar_metrics)
-        for results in (self._train_results, self._results):
+        for results in (self.run_state.train_results, self.run_state.results):
             if results is not None:
                 metrics.update(results.view("prog_bar"))
         return to_float_dict(metrics)

@@ -107,7 +107,7 @@ def test_prefetch_hands_out_every_batch_in_order_with_one_batch_lookahead():
 
 def test_cpu_batches_without_transfer_hooks_are_not_touched(tmp_path):
     trainer, _ = fit(tmp_path)
-    assert trainer._transfer_is_noop
+    assert trainer.run_state.transfer_is_noop
     batches = [(torch.ones(2), torch.zeros(2)), (torch.ones(3), torch.zeros(3))]
     got = list(_device_batches(trainer, enumerate(batches), 0))
     assert [i for i, _ in got] == [0, 1]

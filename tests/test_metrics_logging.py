@@ -127,7 +127,7 @@ def test_tensors_keep_the_tensor_path_and_core_does_not_import_torchmetrics(tmp_
         def training_step(self, batch, batch_idx):
             loss = super().training_step(batch, batch_idx)
             self.log("loss", loss)
-            kinds.update({k: type(v) for k, v in self.trainer._results.values.items()})
+            kinds.update({k: type(v) for k, v in self.trainer.run_state.results.values.items()})
             return loss
 
     quiet_trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(Both(), data(8, 0, 4))

@@ -158,7 +158,7 @@ class ModelCheckpoint(MonitorCallback):
         """Whether epoch-triggered saves happen at the training epoch's end (else at validation's end)."""
         if self._save_on_train_epoch_end is not None:
             return self._save_on_train_epoch_end
-        if not trainer._val_enabled:
+        if not trainer.run_state.val_enabled:
             # No validation end will come. (Lightning asks check_val_every_n_epoch first, so a run
             # without validation and check_val_every_n_epoch=2 there saves nothing at all.)
             return True
@@ -184,7 +184,7 @@ class ModelCheckpoint(MonitorCallback):
         if due:
             # Saved once the batch is completely done (its logging and validation too), so that
             # the checkpoint resumes exactly after this batch.
-            trainer._after_batch.append(lambda: self._save_at_step(trainer))
+            trainer.run_state.after_batch.append(lambda: self._save_at_step(trainer))
 
     def _save_at_step(self, trainer: Any) -> None:
         if self._should_skip(trainer):
@@ -221,7 +221,7 @@ class ModelCheckpoint(MonitorCallback):
         self._validation_ran = any(n for n in trainer.num_val_batches)
         if not self._saves_on_train_epoch_end(trainer) and not self._should_skip(trainer):
             # As for step checkpoints: saved once the training batch this validation followed is done.
-            trainer._after_batch.append(lambda: self._save_after_validation(trainer))
+            trainer.run_state.after_batch.append(lambda: self._save_after_validation(trainer))
 
     def _save_after_validation(self, trainer: Any) -> None:
         if self._should_skip(trainer):

@@ -202,14 +202,14 @@ class StochasticWeightAveraging(Callback):
             batches = ((batch, i) for batch, i, _ in combined)
         else:
             batches = ((batch, i) for i, batch in enumerate(trainer.train_dataloader))
-        results, trainer._results = trainer._results, Results()  # whatever training_step logs is dropped
+        results, trainer.run_state.results = trainer.run_state.results, Results()  # whatever training_step logs is dropped
         try:
             with torch.no_grad():
                 for batch, batch_idx in itertools.islice(batches, stop):
                     # the step as the loop calls it: the arguments it takes, autocast, the strategy's wrapper
                     trainer._training_step(trainer._to_device(batch, 0), batch_idx)
         finally:
-            trainer._results = results
+            trainer.run_state.results = results
             for m, momentum in momenta.items():
                 m.momentum = momentum
             for m, training in modes:

@@ -143,7 +143,7 @@ def scale_batch_size(
     if trainer.fast_dev_run:
         warn_once("scale_batch_size is skipped under fast_dev_run. Fix: run the search without fast_dev_run.")
         return None
-    if trainer._fit_data.get("train") is not None:
+    if trainer.run_state.fit_data.get("train") is not None:
         raise MisconfigurationException(
             "The batch size search rebuilds the training DataLoader with each size, so it needs the data from "
             "train_dataloader(). Received: train_dataloaders passed to fit. Fix: define train_dataloader() on the "
@@ -174,11 +174,12 @@ def scale_batch_size(
 def _prepare_trials(trainer: Trainer, model: LightningModule, meter: _MemoryMeter) -> None:
     from fulmen.hooks import HookDispatch
 
-    trainer.callbacks, trainer.loggers, trainer._after_batch = [meter], [], []
+    trainer.callbacks, trainer.loggers = [meter], []
+    trainer.run_state.after_batch.clear()  # in place: the loop holds the list (snapshot.restore refills it)
     trainer.lr_scheduler_configs = []
     trainer._hooks = HookDispatch(trainer, model, trainer.callbacks)
     trainer.max_epochs, trainer.min_epochs, trainer.min_steps = -1, None, None
-    trainer._val_enabled, trainer._resume, trainer._deadline = False, None, None
+    trainer.run_state.val_enabled, trainer.run_state.resume, trainer.run_state.deadline = False, None, None
     trainer.reload_dataloaders_every_n_epochs = 0
 
 
@@ -206,7 +207,7 @@ def _try(trainer: Trainer, steps: int, meter: _MemoryMeter) -> bool:
     except BaseException as exc:
         if not is_oom_error(exc):
             raise
-        trainer._in_batch = False
+        trainer.run_state.in_batch = False
         del exc  # its traceback holds the failed step's tensors
         _free_memory(force=True)
         fits = False

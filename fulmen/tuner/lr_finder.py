@@ -268,11 +268,12 @@ def lr_find(
         s = trainer.state
         recorder.start_step = s.global_step
         trainer.lr_scheduler_configs = [LRSchedulerConfig(scheduler, interval="step")]
-        trainer.callbacks, trainer.loggers, trainer._after_batch = [recorder], [], []
+        trainer.callbacks, trainer.loggers = [recorder], []
+        trainer.run_state.after_batch.clear()  # in place: the loop holds the list (snapshot.restore refills it)
         trainer._hooks = HookDispatch(trainer, model, trainer.callbacks)
         trainer.max_steps, trainer.max_epochs = s.global_step + num_training, -1
         trainer.min_epochs = trainer.min_steps = None
-        trainer._val_enabled, trainer._resume, trainer._deadline = False, None, None
+        trainer.run_state.val_enabled, trainer.run_state.resume, trainer.run_state.deadline = False, None, None
         trainer.reload_dataloaders_every_n_epochs = 0
         s.batches_done, s.should_stop = 0, False
         while not loop._fit_done(trainer):

@@ -21,8 +21,7 @@ if TYPE_CHECKING:
 # Trainer attributes a search replaces or advances (restored as they were, same objects).
 _TRAINER_ATTRS = (
     "callbacks", "loggers", "_hooks", "lr_scheduler_configs", "max_steps", "max_epochs", "min_epochs", "min_steps",
-    "_val_enabled", "_resume", "_epoch_start", "_after_batch", "_results", "_train_results", "_deadline",
-    "train_dataloader", "num_training_batches", "_last_train_reload_epoch", "val_check_batch", "limit_train_batches",
+    "train_dataloader", "num_training_batches", "val_check_batch", "limit_train_batches",
     "reload_dataloaders_every_n_epochs", "_val_loaders", "num_val_batches", "num_sanity_val_batches",
 )
 # Containers that the loop updates in place: copied, and their contents put back.
@@ -45,7 +44,8 @@ def take(trainer: Trainer) -> dict[str, Any]:
         "scaler": None if scaler is None else _clone(scaler.state_dict()),
         "state": copy.copy(vars(trainer.state)),
         "attrs": {name: getattr(trainer, name) for name in _TRAINER_ATTRS},
-        "after_batch": list(trainer._after_batch),
+        "run_state": copy.copy(vars(trainer.run_state)),  # the run in progress, whole (fulmen/run_state.py)
+        "after_batch": list(trainer.run_state.after_batch),
         "dicts": {name: dict(getattr(trainer, name)) for name in _TRAINER_DICTS},
         "rng": rng_state_dict(),
         "generators": [(g, g.get_state()) for g in _generators(loader)],
@@ -66,7 +66,8 @@ def restore(trainer: Trainer, snapshot: dict[str, Any]) -> None:
         module_.training = training
     for name, value in snapshot["attrs"].items():
         setattr(trainer, name, value)
-    trainer._after_batch[:] = snapshot["after_batch"]
+    vars(trainer.run_state).update(snapshot["run_state"])
+    trainer.run_state.after_batch[:] = snapshot["after_batch"]
     for name, saved in snapshot["dicts"].items():
         target = getattr(trainer, name)
         target.clear()
