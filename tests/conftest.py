@@ -33,3 +33,15 @@ def _same_random_state():
 # Lightning projects that the alias tests run in their own processes (on Lightning and on
 # fulmen); they import Lightning's names, so this suite must not collect them itself.
 collect_ignore = ["lightning_projects"]
+
+
+@pytest.fixture(autouse=True)
+def _rank_zero():
+    """Each test starts as global rank 0: a Trainer run in-process with a cluster environment that
+    claims another rank (tests/test_plugins.py) sets `rank_zero_only.rank` for the whole process,
+    which would silence every later rank_zero_warn."""
+    from fulmen.utilities.rank_zero import rank_zero_only
+
+    rank_zero_only.rank = 0
+    yield
+    rank_zero_only.rank = 0
