@@ -200,7 +200,7 @@ class TrainingEpochLoopView(_View):
         if self._phase() != "after_step":  # the batch's logging step moves on once its step has run
             return s.log_step
         manual = not trainer.lightning_module.automatic_optimization
-        stepped = manual or _window(trainer, s.batches_done - 1)[1]
+        stepped = manual or _window(trainer, s.batches_done - 1).step
         return s.log_step - 1 if stepped else s.log_step
 
     @property

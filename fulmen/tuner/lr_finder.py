@@ -145,7 +145,7 @@ class _LRCallback(Callback):
         """Whether this batch ends a gradient-accumulation window (only those step the optimizer)."""
         from fulmen.loop import _window
 
-        return _window(trainer, batch_idx)[1]
+        return _window(trainer, batch_idx).step
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
         if self._steps_here(trainer, batch_idx):
