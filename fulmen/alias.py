@@ -95,6 +95,11 @@ class SurfaceModule(types.ModuleType):
                 + (planned or f"fulmen does not provide this part of Lightning's API. Received: {self.__name__}.{name}. "
                    "Fix: see README, 'Run your Lightning project on fulmen', for what is provided."))
 
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        # By name, as pickle treats a module: cloudpickle (Ray, Dask, multiprocessing's spawn) meets
+        # `pl` among a function's globals and sends the function to a process that has the alias too.
+        return importlib.import_module, (self.__name__,)
+
     def __dir__(self) -> list[str]:
         names = set(self.__fulmen_names__) - {"*"}
         if "*" in self.__fulmen_names__:
