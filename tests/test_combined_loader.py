@@ -203,6 +203,7 @@ def test_a_loader_started_over_for_a_prefetched_batch_resumes_from_that_start():
     from types import SimpleNamespace
 
     from fulmen.dataloading import _combined_epoch_batches
+    from fulmen.run_state import RunState
     from fulmen.seed import rng_state_dict
 
     def pair():
@@ -213,7 +214,7 @@ def test_a_loader_started_over_for_a_prefetched_batch_resumes_from_that_start():
 
     torch.manual_seed(0)
     combined = CombinedLoader(pair(), "max_size_cycle")
-    trainer = SimpleNamespace(state=SimpleNamespace(batches_done=0), _resume=None, _epoch_start=None)
+    trainer = SimpleNamespace(state=SimpleNamespace(batches_done=0), run_state=RunState())
     batches = _combined_epoch_batches(trainer, combined, None)
     seen = [values(next(batches)), values(next(batches))]
     torch.rand(3)  # the step on batch 0
@@ -227,7 +228,7 @@ def test_a_loader_started_over_for_a_prefetched_batch_resumes_from_that_start():
 
     torch.manual_seed(99)
     resumed = CombinedLoader(pair(), "max_size_cycle")
-    trainer = SimpleNamespace(state=SimpleNamespace(batches_done=2), _resume=resume, _epoch_start=None)
+    trainer = SimpleNamespace(state=SimpleNamespace(batches_done=2), run_state=RunState(resume=resume))
     batches = _combined_epoch_batches(trainer, resumed, None)
     got = [values(next(batches)), values(next(batches))]
     torch.rand(3)
