@@ -29,7 +29,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterable
-from functools import partial, update_wrapper
+from functools import cache, partial, update_wrapper
 from pathlib import Path
 from types import MethodType
 from typing import Any, Optional, Union
@@ -98,6 +98,7 @@ def _require_jsonargparse() -> None:
     _load_short_names()
 
 
+@cache  # once per process: every parser (one per subcommand) asks
 def _load_short_names() -> None:
     """Import every built-in callback and logger. jsonargparse resolves a short class name
     (`--trainer.callbacks+=EarlyStopping`, `logger: {class_path: CSVLogger}`) among the loaded
