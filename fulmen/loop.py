@@ -174,7 +174,8 @@ def _agree_on_stop(trainer: Trainer, settle: bool = False) -> None:
     """Several processes: every rank must take the same path after a batch (validate because of a
     stop, leave the epoch), or the others wait in a collective forever. A stop asked for by any
     rank (or its clock, for max_time) becomes every rank's, and so does a preemption signal that
-    reached one rank only; see `ParallelStrategy.stop_vote`."""
+    reached one rank only, all ranks acting on it at the same later batch; see
+    `fulmen.strategies.stop_vote`."""
     s, preemption = trainer.state, trainer.run_state.preemption
     signum = (preemption.received or 0) if preemption is not None else 0
     s.should_stop, agreed_signal = trainer.strategy.stop_vote(s.should_stop or _deadline_passed(trainer), signum, settle)

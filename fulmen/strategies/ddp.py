@@ -24,6 +24,7 @@ from fulmen.errors import MisconfigurationException
 from fulmen.strategies.environment import check_environment, detect_environment
 from fulmen.strategies.launcher import ScriptCopies
 from fulmen.strategies.single import Strategy
+from fulmen.strategies.stop_vote import StopVote
 
 if TYPE_CHECKING:
     from fulmen.plugins.environments import ClusterEnvironment
@@ -82,7 +83,7 @@ class ParallelStrategy(Strategy):
         self._checkpoint_io = checkpoint_io
         self._accelerator = "cpu"  # the name; the Accelerator object is `self.accelerator`
         self._copies: ScriptCopies | None = None
-        self._vote: tuple[Any, torch.Tensor] | None = None  # the stop vote in flight (see stop_vote)
+        self._votes: StopVote | None = None  # this fit's stop votes (see stop_vote)
         self._vote_group: Any = None  # where votes are all-reduced: a CPU (gloo) group; None: the default one
         self._vote_group_ready = False
 
@@ -231,28 +232,13 @@ class ParallelStrategy(Strategy):
 
     def stop_vote(self, stop: bool, signum: int = 0, settle: bool = False) -> tuple[bool, int]:
         """(whether any rank asked to stop, the largest preemption signal any rank received; 0: none),
-        agreed by all ranks without waiting on every batch.
-
-        Each call starts an asynchronous all-reduce (max) of this rank's wishes and reads the one the
-        previous call started: all ranks learn of a stop or a preemption one batch later, at the same
-        batch, and no batch waits for the vote. `settle=True` (between epochs, after validation)
-        also waits for this call's vote.
-        """
-        agreed = (False, 0)
-        if self._vote is not None:
-            work, votes = self._vote
-            self._vote = None
-            work.wait()
-            stop_vote, signal_vote = votes.tolist()
-            agreed = (bool(stop_vote), signal_vote)
-        wishes = torch.tensor([int(stop or agreed[0]), max(signum, agreed[1])])  # CPU: see _make_vote_group
-        if settle or not self._grouped():
-            if self._grouped():
-                dist.all_reduce(wishes, op=dist.ReduceOp.MAX, group=self._vote_group)
-            stop_vote, signal_vote = wishes.tolist()
-            return bool(stop_vote), signal_vote
-        self._vote = (dist.all_reduce(wishes, op=dist.ReduceOp.MAX, group=self._vote_group, async_op=True), wishes)
-        return agreed
+        as all ranks agree on them, without a collective at every batch: see `fulmen.strategies.stop_vote`.
+        `settle=True` (a point every rank reaches: an epoch's end, after validation) waits for the vote."""
+        if not self._grouped():
+            return stop, signum
+        if self._votes is None:
+            self._votes = StopVote(self._vote_group)
+        return self._votes.cast(stop, signum, settle)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, background: bool = False) -> None:
         super().save_checkpoint(checkpoint, path, background)  # rank 0 writes
@@ -261,7 +247,7 @@ class ParallelStrategy(Strategy):
 
     def teardown(self) -> None:
         super().teardown()
-        self._vote = None  # a vote still in flight completes on its own
+        self._votes = None  # a vote still in flight completes on its own; the next fit starts afresh
 
     @property
     def distributed_sampler_kwargs(self) -> dict[str, int]:

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sys
+import time
 
 import torch
 from torch import nn
@@ -95,6 +96,8 @@ class Net(pl.LightningModule):
             self.trainer.should_stop = True  # one rank alone decides to stop, mid-epoch
         if self.args.preempt_step is not None and self.global_rank == 0 and self.global_step == self.args.preempt_step:
             os.kill(os.getpid(), signal.SIGTERM)  # a preemption notice that reaches rank 0 only
+        if self.args.step_sleep:
+            time.sleep(self.args.step_sleep)
         self.seen.append([int(i) for i in idx])
         loss = F.mse_loss(self(x), y)
         self.log("train_loss", loss, sync_dist=True, on_step=True, on_epoch=True)
@@ -153,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--user-stop-step", type=int, default=None)
     parser.add_argument("--preempt-step", type=int, default=None)
     parser.add_argument("--shuffle", action="store_true")
+    parser.add_argument("--step-sleep", type=float, default=0.0)  # seconds per step: a slow model
     args = parser.parse_args(argv)
 
     pl.seed_everything(0)
