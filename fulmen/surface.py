@@ -54,6 +54,7 @@ TABLE: dict[str, str | dict[str, str]] = {
         "LightningModule": _TOP["LightningModule"],
         "Trainer": _TOP["Trainer"],
         "seed_everything": _TOP["seed_everything"],
+        "Fabric": "fulmen.fabric.fabric:Fabric",  # `import lightning as L; L.Fabric(...)`
     },
     # --- lightning.pytorch ------------------------------------------------------------------------
     "pytorch": _TOP,
@@ -188,11 +189,19 @@ TABLE: dict[str, str | dict[str, str]] = {
     "pytorch.utilities.seed": "fulmen.utilities.seed",
     "pytorch.utilities.types": "fulmen.utilities.types",
     "pytorch.utilities.warnings": "fulmen.utilities.warnings",
-    # --- lightning.fabric (the parts Lightning-based code imports; a Fabric class is later work) ----
-    "fabric": {"seed_everything": _TOP["seed_everything"]},
+    # --- lightning.fabric: fulmen.fabric (Fabric and its wrappers), and the parts it shares with the Trainer --
+    "fabric": {
+        "Fabric": "fulmen.fabric.fabric:Fabric",
+        "seed_everything": _TOP["seed_everything"],
+        "is_wrapped": "fulmen.fabric.wrappers:is_wrapped",
+        "disable_possible_user_warnings": "fulmen.utilities.warnings:disable_possible_user_warnings",
+    },
     "fabric.accelerators": "fulmen.accelerators",
-    "fabric.loggers": {"Logger": "fulmen.loggers.logger:Logger"},
+    "fabric.fabric": "fulmen.fabric.fabric",
+    "fabric.loggers": "fulmen.fabric.loggers",  # Fabric's signatures (root_dir=...), on the Trainer loggers' writers
+    "fabric.loggers.csv_logs": "fulmen.fabric.loggers",
     "fabric.loggers.logger": "fulmen.loggers.logger",
+    "fabric.loggers.tensorboard": "fulmen.fabric.loggers",
     "fabric.plugins": "fulmen.plugins",
     "fabric.plugins.environments": "fulmen.plugins.environments",
     "fabric.plugins.io": "fulmen.plugins.io",
@@ -207,6 +216,13 @@ TABLE: dict[str, str | dict[str, str]] = {
     "fabric.plugins.environments.slurm": "fulmen.plugins.environments",
     "fabric.plugins.environments.torchelastic": "fulmen.plugins.environments",
     "fabric.plugins.environments.xla": "fulmen.plugins.environments",
+    "fabric.strategies": "fulmen.strategies",
+    "fabric.strategies.ddp": "fulmen.strategies.ddp",
+    "fabric.strategies.fsdp": "fulmen.strategies.fsdp",
+    "fabric.strategies.model_parallel": "fulmen.strategies",
+    "fabric.strategies.parallel": "fulmen.strategies",
+    "fabric.strategies.single_device": "fulmen.strategies",
+    "fabric.strategies.strategy": "fulmen.strategies",
     "fabric.utilities": {"*": "fulmen.utilities", "Throughput": "fulmen.callbacks.throughput_monitor:Throughput"},
     "fabric.utilities.apply_func": "fulmen.utilities.apply_func",
     "fabric.utilities.cloud_io": "fulmen.utilities.cloud_io",
@@ -225,13 +241,12 @@ TABLE: dict[str, str | dict[str, str]] = {
     },
     "fabric.utilities.types": "fulmen.utilities.types",
     "fabric.utilities.warnings": "fulmen.utilities.warnings",
+    "fabric.wrappers": "fulmen.fabric.wrappers",
 }
 
-# Names Lightning has and fulmen does not yet: the error says where they are planned.
-PLANNED = {
-    "fabric.Fabric": "fulmen has no Fabric class yet (planned: issue 17). Use the Trainer, or Lightning itself.",
-    ".Fabric": "fulmen has no Fabric class yet (planned: issue 17). Use the Trainer, or Lightning itself.",
-}
+# Names Lightning has and fulmen does not yet, and where they are planned: the error says so. (Fabric,
+# once here, arrived with issue 17.)
+PLANNED: dict[str, str] = {}
 
 
 def lightning_path(name: str) -> str | None:

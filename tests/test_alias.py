@@ -204,11 +204,12 @@ def test_the_same_objects_stand_at_lightnings_module_paths():
         "assert 'ModelCheckpoint' in dir(pl.callbacks) and 'ModelCheckpoint' in pl.callbacks.__all__\n"
         "assert fulmen.callbacks.progress.__name__ == 'fulmen.callbacks.progress'  # fulmen's own names untouched\n"
         "print(L.__version__, ptl.__version__, md.version('lightning'), md.version('pytorch_lightning'), fulmen.__version__)\n"
-        "try:\n    L.Fabric\nexcept AttributeError as err:\n    print('FABRIC', err)\n"
+        "import lightning.fabric as LF, lightning_fabric, fulmen.fabric\n"
+        "print('FABRIC', L.Fabric is LF.Fabric is lightning_fabric.Fabric is fulmen.fabric.Fabric)\n"
     )
     result = _run([sys.executable, "-c", code])
     version = surface.LIGHTNING_API_VERSION
     import fulmen
 
     assert f"{version} {version} {version} {version} {fulmen.__version__}" in result.stdout
-    assert "FABRIC module 'lightning' has no attribute 'Fabric': fulmen has no Fabric class yet" in result.stdout
+    assert "FABRIC True" in result.stdout
