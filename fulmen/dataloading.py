@@ -239,16 +239,27 @@ def prepare_loader(trainer: Trainer, loader: Any, train: bool, predict: bool = F
 
 def _distributed(trainer: Trainer, loader: DataLoader, train: bool, predict: bool) -> DataLoader:
     """`loader` with a sampler that gives this process its own share of the data (as Lightning's
-    `use_distributed_sampler`): the user's shuffling and drop_last are kept; the order depends on
-    the seed and the epoch (`set_epoch` is called each epoch), the same on every rank.
-
-    Training, validation and test pad the last share with repeated samples so that every rank
-    runs the same number of batches (their collectives must line up); predict does not pad, so
-    every sample is predicted exactly once.
-    """
+    `use_distributed_sampler`; see `distributed_loader`). Training data is always shuffled across
+    ranks, evaluation keeps the loader's choice, overfit_batches never shuffles."""
     kwargs = trainer.strategy.distributed_sampler_kwargs
     if kwargs is None or not trainer.use_distributed_sampler:
         return loader
+    shuffle = False if trainer.overfit_batches else (True if train else None)
+    return distributed_loader(loader, kwargs, shuffle=shuffle, predict=predict)
+
+
+def distributed_loader(
+    loader: DataLoader, sampler_kwargs: dict[str, int], shuffle: bool | None = None, predict: bool = False,
+) -> DataLoader:
+    """`loader` with a sampler that gives this rank (`sampler_kwargs`: num_replicas, rank) its own
+    share of the data; the Trainer's and Fabric's one implementation. drop_last is kept; the order
+    depends on the seed (PL_GLOBAL_SEED) and the epoch (`set_epoch`), the same on every rank.
+    `shuffle`: None keeps the loader's own choice (a RandomSampler shuffles).
+
+    Without `predict`, the last share is padded with repeated samples so that every rank runs the
+    same number of batches (their collectives must line up); predict does not pad, so every sample
+    is predicted exactly once.
+    """
     batch_sampler = loader.batch_sampler
     sampler = loader.sampler if batch_sampler is None or type(batch_sampler) is BatchSampler else None
     if isinstance(sampler, (DistributedSampler, ShardedSampler)) or isinstance(loader.dataset, IterableDataset):
@@ -257,16 +268,14 @@ def _distributed(trainer: Trainer, loader: DataLoader, train: bool, predict: boo
         warn_once(
             f"use_distributed_sampler: a DataLoader with a custom batch_sampler ({type(batch_sampler).__name__}) "
             "is used as it is, so every rank sees the same batches. Fix: shard it yourself by rank "
-            "(trainer.global_rank, trainer.world_size), or pass a sampler instead of a batch_sampler."
+            "(global_rank, world_size), or pass a sampler instead of a batch_sampler."
         )
         return loader
     seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
     if isinstance(sampler, (RandomSampler, SequentialSampler)) and not predict:
-        # As Lightning's use_distributed_sampler: training data is shuffled across ranks (whatever
-        # the loader's own sampler), evaluation keeps the loader's choice; overfit_batches never shuffles.
-        shuffle = (train or isinstance(sampler, RandomSampler)) and not trainer.overfit_batches
-        return with_sampler(loader, DistributedSampler(loader.dataset, shuffle=shuffle, seed=seed, **kwargs))
-    return with_sampler(loader, ShardedSampler(sampler, pad=not predict, **kwargs))
+        shuffle = isinstance(sampler, RandomSampler) if shuffle is None else shuffle
+        return with_sampler(loader, DistributedSampler(loader.dataset, shuffle=shuffle, seed=seed, **sampler_kwargs))
+    return with_sampler(loader, ShardedSampler(sampler, pad=not predict, **sampler_kwargs))
 
 
 class ShardedSampler(Sampler):

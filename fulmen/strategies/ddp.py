@@ -298,5 +298,5 @@ class DDPStrategy(ParallelStrategy):
             return module.training_step
         return lambda *args: call_through(ddp, module, module.training_step, *args)  # the args training_step takes
 
-    def no_backward_sync(self) -> contextlib.AbstractContextManager:
-        return self.model.no_sync()
+    def no_backward_sync(self, module: torch.nn.Module | None = None) -> contextlib.AbstractContextManager:
+        return (self.model if module is None else module).no_sync()

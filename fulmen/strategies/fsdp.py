@@ -94,12 +94,13 @@ class FSDPStrategy(ParallelStrategy):
         return lambda *args: call_through(module, module, module.training_step, *args)  # the args training_step takes
 
     @contextlib.contextmanager
-    def no_backward_sync(self) -> Iterator[None]:
-        self.model.set_requires_gradient_sync(False)
+    def no_backward_sync(self, module: nn.Module | None = None) -> Iterator[None]:
+        model = self.model if module is None else module
+        model.set_requires_gradient_sync(False)
         try:
             yield
         finally:
-            self.model.set_requires_gradient_sync(True)
+            model.set_requires_gradient_sync(True)
 
     # --- checkpoints ----------------------------------------------------------------------
     def _options(self) -> Any:

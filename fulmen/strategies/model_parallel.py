@@ -137,13 +137,16 @@ class ModelParallelStrategy(FSDPStrategy):
         self._sharded = [m for m in module.modules() if isinstance(m, FSDPModule)]
 
     @contextlib.contextmanager
-    def no_backward_sync(self) -> Iterator[None]:
-        for m in self._sharded:
+    def no_backward_sync(self, module: nn.Module | None = None) -> Iterator[None]:
+        from torch.distributed.fsdp import FSDPModule
+
+        sharded = self._sharded if module is None else [m for m in module.modules() if isinstance(m, FSDPModule)]
+        for m in sharded:
             m.set_requires_gradient_sync(False, recurse=False)
         try:
             yield
         finally:
-            for m in self._sharded:
+            for m in sharded:
                 m.set_requires_gradient_sync(True, recurse=False)
 
     def teardown(self) -> None:

@@ -88,8 +88,9 @@ class Strategy:
         """The callable the loop uses as `training_step(batch, batch_idx)`."""
         return module.training_step
 
-    def no_backward_sync(self) -> contextlib.AbstractContextManager:
-        """Entered around forward+backward of a batch that only accumulates gradients."""
+    def no_backward_sync(self, module: torch.nn.Module | None = None) -> contextlib.AbstractContextManager:
+        """Entered around forward+backward of a batch that only accumulates gradients; `module`: the
+        wrapper to switch (Fabric sets up several modules), None for the one `setup_module` stored."""
         return contextlib.nullcontext()
 
     def teardown(self) -> None:
