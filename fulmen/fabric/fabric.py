@@ -430,41 +430,18 @@ class Fabric:
     def save(self, path: str | Path, state: dict[str, Any], filter: dict[str, Callable[[str, Any], bool]] | None = None,
              ) -> None:
         """Write `state` (modules, optimizers, dataloaders from setup, and plain values) to `path`,
-        crash-safely (see `fulmen.fabric.checkpoint`)."""
-        if filter is not None:
-            if not isinstance(filter, dict):
-                raise TypeError(
-                    f"save(filter=...) maps state keys to functions (name, value) -> bool. Received: filter={filter!r}. "
-                    "Fix: e.g. filter={'model': lambda name, value: 'head' in name}."
-                )
-            missing = set(filter) - set(state)
-            if missing:
-                raise ValueError(
-                    f"save(filter=...) names keys that the state does not have. Received: {sorted(missing)} not in "
-                    f"{sorted(state)}. Fix: use keys of the state dict."
-                )
-            for key, value in filter.items():
-                if not callable(value):
-                    raise TypeError(
-                        f"save(filter=...)[{key!r}] must be a function (name, value) -> bool. Received: {value!r}. "
-                        "Fix: pass a callable."
-                    )
+        crash-safely; `filter` picks the items of an entry's state dict to keep (see
+        `fulmen.fabric.checkpoint.save`). Every process must call it."""
         from fulmen.fabric import checkpoint
 
-        if filter is None:
-            checkpoint.save(self._strategy, path, state)
-        else:
-            checkpoint.save(self._strategy, path, state, filter=filter)
-        self.barrier()
+        checkpoint.save(self._strategy, path, state, filter=filter)
 
     def load(self, path: str | Path, state: dict[str, Any] | None = None, strict: bool = True) -> dict[str, Any]:
         """Restore the objects of `state` in place from the checkpoint at `path`; return the checkpoint's
         entries that `state` did not ask for (the whole checkpoint when `state` is None)."""
         from fulmen.fabric import checkpoint
 
-        remainder = checkpoint.load(self._strategy, path, state, strict=strict)
-        self.barrier()
-        return remainder
+        return checkpoint.load(self._strategy, path, state, strict=strict)
 
     def load_raw(self, path: str | Path, obj: nn.Module | Optimizer, strict: bool = True) -> None:
         """Load a plain `torch.save`d state dict (not one written by `save`) into a module or optimizer."""
@@ -553,11 +530,20 @@ def _accepted(method: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, A
 
 
 def _gather(tensor: torch.Tensor, group: Any, sync_grads: bool) -> torch.Tensor:
-    from torch.distributed.nn.functional import all_gather
+    import torch.distributed as dist
 
+    group = group if group is not None else dist.group.WORLD
     tensor = tensor.contiguous()  # all_gather needs contiguous memory
-    with contextlib.nullcontext() if sync_grads else torch.no_grad():
-        gathered = all_gather(tensor, group=group if group is not None else torch.distributed.group.WORLD)
+    if sync_grads:  # the autograd-aware gather: gradients flow back to each rank's input
+        import warnings
+
+        from torch.distributed.nn.functional import all_gather
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # deprecated in name, still torch's autograd gather
+            return torch.stack(all_gather(tensor, group=group))
+    gathered = [torch.empty_like(tensor) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(gathered, tensor, group=group)
     return torch.stack(gathered)
 
 
