@@ -104,6 +104,18 @@ class _Generator(nn.Module):
         return self(x) * scale  # calls the real forward from inside
 
 
+def test_compiled_module_is_set_up_inside_and_compiled_again():
+    fabric = Fabric(accelerator="cpu")
+    fabric.launch()
+    module = nn.Linear(3, 1)
+    model, opt = fabric.setup(torch.compile(module, backend="eager"), torch.optim.SGD(module.parameters(), lr=0.1))
+    assert model.module is module and type(model._forward_module).__name__ == "OptimizedModule"
+    x = torch.randn(2, 3)
+    assert torch.equal(model(x), module(x))
+    kept = fabric.setup_module(torch.compile(nn.Linear(3, 1), backend="eager"), _reapply_compile=False)
+    assert type(kept.module).__name__ == "OptimizedModule"
+
+
 def test_mark_forward_method_and_its_errors():
     fabric = Fabric(accelerator="cpu")
     fabric.launch()

@@ -189,7 +189,7 @@ class Fabric:
                 "Fix: pass each module to setup()/setup_module() once."
             )
         self._check_optimizers(optimizers, "setup")
-        fabric_module = self._setup_module(module, move_to_device, list(optimizers))
+        fabric_module = self._setup_module(module, move_to_device, list(optimizers), _reapply_compile)
         fabric_optimizers = [self._wrap_optimizer(optimizer) for optimizer in optimizers]
         self._adopt(fabric_module, fabric_optimizers)
         self.call("on_after_setup", fabric=self, module=fabric_module)
@@ -204,7 +204,7 @@ class Fabric:
                 "This module was already set up by Fabric. Received: a _FabricModule. "
                 "Fix: pass each module to setup()/setup_module() once."
             )
-        fabric_module = self._setup_module(module, move_to_device, [])
+        fabric_module = self._setup_module(module, move_to_device, [], _reapply_compile)
         self._adopt(fabric_module, None)
         return fabric_module
 
@@ -252,9 +252,14 @@ class Fabric:
             wrapped.append(_FabricDataLoader(loader, device=self.device if move_to_device else None))
         return wrapped[0] if len(wrapped) == 1 else wrapped
 
-    def _setup_module(self, module: nn.Module, move_to_device: bool, optimizers: list[Optimizer]) -> _FabricModule:
-        compiled = getattr(module, "_orig_mod", None) if hasattr(module, "dynamo_ctx") else None
-        original = compiled if isinstance(compiled, nn.Module) else module
+    def _setup_module(self, module: nn.Module, move_to_device: bool, optimizers: list[Optimizer],
+                      reapply_compile: bool) -> _FabricModule:
+        # A torch.compile'd module: the strategy wraps the module inside, then the wrapper is compiled
+        # with the same settings (`_reapply_compile`, as Lightning), so DDP/FSDP see plain modules.
+        compiled = getattr(module, "_orig_mod", None) if reapply_compile and hasattr(module, "dynamo_ctx") else None
+        if not isinstance(compiled, nn.Module):
+            compiled = None
+        original = module if compiled is None else compiled
         converted = self._precision.convert_module(original)
         if move_to_device:
             converted = converted.to(self.device)
