@@ -3,7 +3,8 @@ a plain `python script.py` with devices=2 (Fabric starts the second process). On
 DDP with batch 4 per rank trains the weights of one process with batch 8; setup_dataloaders shards
 disjointly, covers the data and reshuffles per epoch (the same permutation on both ranks); the
 collectives' values; no_backward_sync launches no gradient all-reduce until the synced step; FSDP2
-(setup_module + setup_optimizers, and setup(model, optimizer)) trains bitwise the same weights as DDP."""
+(setup_module + setup_optimizers, and setup(model, optimizer)) trains bitwise the same weights as DDP;
+tensor parallelism through ModelParallelStrategy(parallelize_fn) trains the one-process weights."""
 
 from __future__ import annotations
 
@@ -110,3 +111,11 @@ def test_fabric_on_two_processes(launcher, tmp_path):
         for name, value in ranks[0]["ddp_state"].items():
             assert torch.equal(r["fsdp_state"][name], value), name
             assert torch.equal(r["fsdp_joint_state"][name], value), name
+
+    # Tensor parallelism (mesh 1 x 2): both ranks read all the data, in batch 4; the one-process loop on it.
+    orders = _expected_orders()
+    assert all(r["tp_indices"] == [order.tolist() for order in orders] for r in ranks)
+    reference = _one_process_reference([{"ddp_indices": ranks[0]["tp_indices"]}])
+    for name, value in reference.items():
+        assert torch.equal(ranks[0]["tp_state"][name], ranks[1]["tp_state"][name])
+        torch.testing.assert_close(ranks[0]["tp_state"][name], value, rtol=1e-6, atol=1e-6)

@@ -157,3 +157,36 @@ class ModelParallelStrategy(FSDPStrategy):
     def distributed_sampler_kwargs(self) -> dict[str, int]:
         # One share of the data per mesh row: a tensor-parallel group computes one batch together.
         return {"num_replicas": self.data_parallel_size, "rank": self.global_rank // self.tensor_parallel_size}
+
+
+class FabricModelParallelStrategy(ModelParallelStrategy):
+    """Lightning Fabric's `ModelParallelStrategy(parallelize_fn, ...)`: a Fabric loop has no
+    `configure_model`, so `parallelize_fn(module, device_mesh)` parallelizes the module (and returns
+    it) when Fabric sets it up; the rest is ModelParallelStrategy's.
+
+    >>> FabricModelParallelStrategy(lambda m, mesh: m, data_parallel_size=1, tensor_parallel_size=2).name
+    'model_parallel'
+    """
+
+    def __init__(
+        self, parallelize_fn: Any, data_parallel_size: int | str = "auto", tensor_parallel_size: int | str = "auto",
+        save_distributed_checkpoint: bool = True, process_group_backend: str | None = None,
+        timeout: dt.timedelta = DEFAULT_TIMEOUT,
+    ) -> None:
+        if not callable(parallelize_fn):
+            raise TypeError(
+                "ModelParallelStrategy for Fabric takes parallelize_fn(module, device_mesh) -> module first. "
+                f"Received: parallelize_fn={parallelize_fn!r}. Fix: pass the function that parallelizes the model."
+            )
+        super().__init__(data_parallel_size, tensor_parallel_size, save_distributed_checkpoint,
+                         process_group_backend, timeout)
+        self.parallelize_fn = parallelize_fn
+
+    def setup_module(self, module: nn.Module, device: torch.device, training: bool) -> None:
+        parallelized = self.parallelize_fn(module, self.device_mesh)
+        if not isinstance(parallelized, nn.Module):
+            raise TypeError(
+                "parallelize_fn must return the parallelized module. Received: "
+                f"{type(parallelized).__name__}. Fix: end parallelize_fn with `return module`."
+            )
+        super().setup_module(parallelized, device, training)

@@ -4,7 +4,7 @@ as a plain `python fabric_ddp.py OUT` that starts its own second process (device
 In one launch: (a) a DDP loop with batch 4 per rank, (b) the shards each rank drew per epoch,
 (c) the collectives, (d) DDP's gradient all-reduce calls counted inside and outside
 no_backward_sync, then the same loop under FSDP2 (setup_module + setup_optimizers, and setup(model,
-optimizer) jointly). Each rank writes what it saw to OUT/rank<r>.pt.
+optimizer) jointly), and tensor parallelism through ModelParallelStrategy(parallelize_fn). Each rank writes what it saw to OUT/rank<r>.pt.
 """
 
 from __future__ import annotations
@@ -72,6 +72,12 @@ def count_syncs(fabric: Fabric) -> list[int]:
     return per_step
 
 
+def parallelize(model: nn.Module, mesh) -> nn.Module:
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+    return parallelize_module(model, mesh["tensor_parallel"], {"0": ColwiseParallel(), "2": RowwiseParallel()})
+
+
 def main(out: Path) -> None:
     fabric = Fabric(accelerator="cpu", devices=2, strategy="ddp")
     fabric.launch()
@@ -112,6 +118,18 @@ def main(out: Path) -> None:
     train(fsdp, joint, joint_opt, fsdp.setup_dataloaders(make_loader()))
     result["fsdp_joint_state"] = full_state(joint)
     result["fsdp_same_indices"] = fsdp_indices == result["ddp_indices"]
+
+    # Tensor parallelism (1 x 2 mesh) through Fabric's ModelParallelStrategy(parallelize_fn): both ranks
+    # compute one model together, so each reads the whole data (one mesh row).
+    from fulmen.strategies.model_parallel import FabricModelParallelStrategy
+
+    tp = Fabric(accelerator="cpu", devices=2, strategy=FabricModelParallelStrategy(
+        parallelize, data_parallel_size=1, tensor_parallel_size=2, save_distributed_checkpoint=False))
+    tp.launch()
+    tp_model = tp.setup_module(make_model())
+    tp_opt = tp.setup_optimizers(torch.optim.SGD(tp_model.parameters(), lr=0.1))
+    result["tp_indices"] = train(tp, tp_model, tp_opt, tp.setup_dataloaders(make_loader()))
+    result["tp_state"] = full_state(tp_model)
     torch.save(result, out / f"rank{rank}.pt")
 
 
