@@ -161,3 +161,25 @@ def test_same_files_as_lightning_fabric_for_the_same_calls(tmp_path):
     for version in ("version_2", "version_3"):
         scalars = [_scalars(str(tmp_path / kind / "exp" / version)) for kind in ("lightning", "fulmen")]
         assert scalars[0] == scalars[1] and len(scalars[1]) == 3
+
+
+def test_log_graph_takes_a_module_from_fabric_setup(tmp_path):
+    from fulmen.fabric import Fabric
+
+    fabric = Fabric(accelerator="cpu", devices=1)
+    model = fabric.setup_module(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU()))
+    logger = TensorBoardLogger(tmp_path)
+    with pytest.warns(UserWarning, match="no example input"):
+        logger.log_graph(model)  # nothing to trace with: warns, writes nothing
+    logger.log_graph(model, torch.randn(1, 3))
+    logger.finalize("success")
+    graph = _events(logger.log_dir).Graph()
+    assert any(node.op.startswith("aten::linear") for node in graph.node)
+
+
+def test_importing_the_loggers_imports_no_tensorboard():
+    code = ("import sys, fulmen.fabric.loggers\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorboard', 'tensorboardX')"
+            " or m.startswith('torch.utils.tensorboard')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"
