@@ -216,10 +216,14 @@ TABLE: dict[str, str | dict[str, str]] = {
     "fabric.plugins.environments.slurm": "fulmen.plugins.environments",
     "fabric.plugins.environments.torchelastic": "fulmen.plugins.environments",
     "fabric.plugins.environments.xla": "fulmen.plugins.environments",
-    "fabric.strategies": "fulmen.strategies",
+    # Fabric's ModelParallelStrategy takes parallelize_fn first (the Trainer's takes the mesh sizes).
+    "fabric.strategies": {"*": "fulmen.strategies",
+                          "ModelParallelStrategy": "fulmen.strategies.model_parallel:FabricModelParallelStrategy"},
     "fabric.strategies.ddp": "fulmen.strategies.ddp",
     "fabric.strategies.fsdp": "fulmen.strategies.fsdp",
-    "fabric.strategies.model_parallel": "fulmen.strategies",
+    "fabric.strategies.model_parallel": {
+        "*": "fulmen.strategies.model_parallel",
+        "ModelParallelStrategy": "fulmen.strategies.model_parallel:FabricModelParallelStrategy"},
     "fabric.strategies.parallel": "fulmen.strategies",
     "fabric.strategies.single_device": "fulmen.strategies",
     "fabric.strategies.strategy": "fulmen.strategies",
