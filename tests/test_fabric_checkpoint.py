@@ -344,3 +344,65 @@ def test_fabric_dataloader_round_trips_through_save_and_load(tmp_path):
     got = list(fresh)
     assert len(got) == len(expected) == 4
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(expected, got))
+
+
+# --- end to end: a Fabric loop SIGKILLed mid-epoch resumes bit-exactly -------------------------
+def _run_to_end(workdir: Path, save_every: int, devices: int) -> subprocess.CompletedProcess:
+    workdir.mkdir(exist_ok=True)
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "ckpt.pt", "out.pt", str(save_every), "-1", str(devices)],
+        cwd=workdir, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def _run_until_killed(workdir: Path, save_every: int, wait_at: int, devices: int) -> str:
+    """Start the loop, SIGKILL it (every process of it) once it announces step `wait_at`."""
+    workdir.mkdir(exist_ok=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "ckpt.pt", "out.pt", str(save_every), str(wait_at), str(devices)],
+        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    seen = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if line.strip() == f"step {wait_at}":
+                # A real SIGKILL, to the whole process group (the launcher's rank processes too).
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+    finally:
+        if proc.poll() is None and not seen[-1:] == [f"step {wait_at}\n"]:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+        proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL, "".join(seen)
+    return "".join(seen)
+
+
+@pytest.mark.parametrize(("devices", "save_every", "wait_at", "saved_at"), [
+    (1, 3, 14, 12),  # 8 batches an epoch: saved after batch 4 of epoch 2, killed two steps later
+    (2, 3, 7, 6),  # DDP, 4 batches a rank and epoch: saved after batch 2 of epoch 2, killed a step later
+])
+def test_a_fabric_loop_killed_mid_epoch_resumes_to_bit_identical_weights(tmp_path, devices, save_every, wait_at, saved_at):
+    _run_to_end(tmp_path / "reference", save_every, devices)
+    reference = torch.load(tmp_path / "reference" / "out.pt", weights_only=True)
+
+    killed = tmp_path / "killed"
+    _run_until_killed(killed, save_every, wait_at, devices)
+    assert not (killed / "out.pt").exists()
+    checkpoint = torch.load(killed / "ckpt.pt", weights_only=True)
+    assert checkpoint["step"] == saved_at
+    assert checkpoint["loader"]["epoch"] == 1 and 0 < checkpoint["loader"]["batches"] < 8 // devices
+    if devices == 2:  # every rank's random state, each resumed by its own rank
+        ranks = checkpoint["loader"]["ranks"]
+        assert [r["batches"] for r in ranks] == [checkpoint["loader"]["batches"]] * 2
+        assert not torch.equal(ranks[0]["rng"]["torch"], ranks[1]["rng"]["torch"])
+
+    resumed = _run_to_end(killed, save_every, devices)
+    assert f"resumed at step {saved_at}" in resumed.stdout
+    weights = torch.load(killed / "out.pt", weights_only=True)
+    assert weights.keys() == reference.keys()
+    for name, value in reference.items():
+        assert torch.equal(weights[name], value), name
