@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 
 from fulmen.checkpoint import CheckpointError
+from fulmen.errors import MisconfigurationException
 from fulmen.fabric import checkpoint as fabric_checkpoint
 from fulmen.fabric.loader_state import LoaderProgress
 from fulmen.fabric.wrappers import _FabricDataLoader, _FabricModule, _FabricOptimizer
@@ -194,6 +195,17 @@ def test_the_file_loads_with_weights_only(tmp_path):
     assert saved["scheduler"] == scheduler.state_dict() and saved["scheduler"]["last_epoch"] == 1
     assert (saved["loader"]["epoch"], saved["loader"]["batches"]) == (0, 1)
     assert isinstance(saved["loader"]["rng"]["torch"], torch.Tensor)
+    fresh_scheduler = torch.optim.lr_scheduler.StepLR(torch.optim.SGD(_net().parameters(), lr=0.1), step_size=2)
+    fabric_checkpoint.load(strategy, tmp_path / "c.pt", {"scheduler": fresh_scheduler}, strict=False)
+    assert fresh_scheduler.state_dict() == scheduler.state_dict()  # a stateful object restored in place
+
+
+def test_a_strategy_that_shards_its_checkpoints_is_refused_before_writing(tmp_path):
+    from fulmen.strategies import FSDPStrategy
+
+    with pytest.raises(MisconfigurationException, match="Received: state_dict_type='sharded'"):
+        fabric_checkpoint.save(FSDPStrategy(state_dict_type="sharded"), tmp_path / "c.pt", {"step": 1})
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_unreadable_paths_are_clear_errors(tmp_path):
@@ -385,7 +397,9 @@ def _run_until_killed(workdir: Path, save_every: int, wait_at: int, devices: int
     (1, 3, 14, 12),  # 8 batches an epoch: saved after batch 4 of epoch 2, killed two steps later
     (2, 3, 7, 6),  # DDP, 4 batches a rank and epoch: saved after batch 2 of epoch 2, killed a step later
 ])
-def test_a_fabric_loop_killed_mid_epoch_resumes_to_bit_identical_weights(tmp_path, devices, save_every, wait_at, saved_at):
+def test_a_fabric_loop_killed_mid_epoch_resumes_to_bit_identical_weights(
+    tmp_path, devices, save_every, wait_at, saved_at,
+):
     _run_to_end(tmp_path / "reference", save_every, devices)
     reference = torch.load(tmp_path / "reference" / "out.pt", weights_only=True)
 

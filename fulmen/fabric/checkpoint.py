@@ -34,7 +34,10 @@ from fulmen.strategies import Strategy
 Filter = Callable[[str, Any], bool]
 
 
-def save(strategy: Strategy, path: str | Path, state: Mapping[str, Any], filter: Mapping[str, Filter] | None = None) -> None:  # noqa: A002 (Lightning's name)
+def save(
+    strategy: Strategy, path: str | Path, state: Mapping[str, Any],
+    filter: Mapping[str, Filter] | None = None,  # noqa: A002 (Lightning's name)
+) -> None:
     """Write `state` (see the module doc) to `path`; every process must call it.
 
     `filter` maps a key of `state` to `fn(name, value) -> bool`, which picks the items of that
@@ -61,7 +64,9 @@ def save(strategy: Strategy, path: str | Path, state: Mapping[str, Any], filter:
     strategy.barrier("fabric.save")
 
 
-def load(strategy: Strategy, path: str | Path, state: dict[str, Any] | None = None, strict: bool = True) -> dict[str, Any]:
+def load(
+    strategy: Strategy, path: str | Path, state: dict[str, Any] | None = None, strict: bool = True,
+) -> dict[str, Any]:
     """Restore `state` in place from the checkpoint at `path`; returns the checkpoint's other entries
     (the whole checkpoint when `state` is None or empty). Every process must call it.
 

@@ -3,11 +3,12 @@
     python fabric_resume.py CKPT OUT SAVE_EVERY WAIT_AT [DEVICES]
 
 Trains for 3 epochs on a shuffled DataLoader set up by `fabric.setup_dataloaders`, with dropout
-(each rank its own masks) and Adam. Every SAVE_EVERY steps it saves `{"model", "optimizer", "loader", "step"}` to CKPT, and
-it starts with `fabric.load(CKPT, state)` when that file exists, so re-running the same command
-after a crash resumes there. After each step rank 0 prints `step N`; at step WAIT_AT (-1: never)
-every rank stops and waits, for the test to SIGKILL it. At the end rank 0 saves the final
-weights to OUT. DEVICES=2 runs DDP on CPU (Fabric starts the second process from this one).
+(each rank its own masks) and Adam. Every SAVE_EVERY steps it saves `{"model", "optimizer",
+"loader", "step"}` to CKPT, and it starts with `fabric.load(CKPT, state)` when that file exists,
+so re-running the same command after a crash resumes there. After each step rank 0 prints
+`step N`; at step WAIT_AT (-1: never) every rank stops and waits, for the test to SIGKILL it.
+At the end rank 0 saves the final weights to OUT. DEVICES=2 runs DDP on CPU (Fabric starts the
+second process from this one).
 """
 
 import os
