@@ -179,6 +179,23 @@ def test_load_raw_into_a_module_and_an_optimizer(tmp_path):
         fabric_checkpoint.load_raw(strategy, tmp_path / "model.pt", {"model": fresh})
 
 
+class _Note:
+    """A Python object that torch.load(weights_only=True) refuses to build."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def test_a_file_with_other_objects_loads_only_when_the_caller_passes_weights_only_false(tmp_path):
+    path = tmp_path / "foreign.pt"
+    torch.save({"note": _Note("hello"), "step": 3}, path)  # e.g. written by another program
+    with pytest.raises(CheckpointError, match="weights_only"):
+        fabric_checkpoint.load(SingleDeviceStrategy(), path)
+    state = {"step": 0}
+    rest = fabric_checkpoint.load(SingleDeviceStrategy(), path, state, weights_only=False)
+    assert state == {"step": 3} and rest["note"].text == "hello"
+
+
 def test_the_file_loads_with_weights_only(tmp_path):
     strategy = SingleDeviceStrategy()
     model, optimizer = _trained()

@@ -66,6 +66,7 @@ def save(
 
 def load(
     strategy: Strategy, path: str | Path, state: dict[str, Any] | None = None, strict: bool = True,
+    weights_only: bool | None = None,
 ) -> dict[str, Any]:
     """Restore `state` in place from the checkpoint at `path`; returns the checkpoint's other entries
     (the whole checkpoint when `state` is None or empty). Every process must call it.
@@ -73,7 +74,7 @@ def load(
     With `strict`, a key of `state` that the checkpoint lacks is an error, and module state dicts
     must match exactly.
     """
-    checkpoint = _read(strategy, path)
+    checkpoint = _read(strategy, path, weights_only)
     if not state:
         return checkpoint
     missing = [key for key in state if key not in checkpoint]
@@ -104,7 +105,8 @@ def load(
     return checkpoint
 
 
-def load_raw(strategy: Strategy, path: str | Path, obj: Any, strict: bool = True) -> None:
+def load_raw(strategy: Strategy, path: str | Path, obj: Any, strict: bool = True,
+             weights_only: bool | None = None) -> None:
     """Load a bare state dict file (e.g. `torch.save(model.state_dict(), path)`) into a module or an
     optimizer. `strict` applies to modules (as `nn.Module.load_state_dict`)."""
     module = _module(obj)
@@ -113,7 +115,7 @@ def load_raw(strategy: Strategy, path: str | Path, obj: Any, strict: bool = True
             "load_raw loads a state dict into a module or an optimizer. "
             f"Received: obj={type(obj).__name__}. Fix: pass the model or optimizer (wrapped by fabric.setup or not)."
         )
-    saved = _read(strategy, path)
+    saved = _read(strategy, path, weights_only)
     if isinstance(module, nn.Module):
         strategy.load_model_state_dict(module, saved, strict=strict)
     else:
@@ -201,8 +203,9 @@ def _this_rank(strategy: Strategy, saved: dict[str, Any]) -> dict[str, Any]:
     return saved
 
 
-def _read(strategy: Strategy, path: str | Path) -> dict[str, Any]:
-    """The checkpoint at `path`, read with weights_only by the strategy (its CheckpointIO)."""
+def _read(strategy: Strategy, path: str | Path, weights_only: bool | None = None) -> dict[str, Any]:
+    """The checkpoint at `path`, read with weights_only by the strategy (its CheckpointIO); with
+    `weights_only=False` (the caller trusts the file), by a plain `torch.load`."""
     where = Path(path)
     if not where.exists():
         raise FileNotFoundError(
@@ -214,7 +217,12 @@ def _read(strategy: Strategy, path: str | Path) -> dict[str, Any]:
             f"The path given to load is a directory, not a checkpoint file. Received: path={str(path)!r}. "
             "Fix: pass the file fabric.save wrote, e.g. path / 'checkpoint.pt'."
         )
-    checkpoint = strategy.load_checkpoint(path)
+    if weights_only is False and where.is_file():
+        import torch
+
+        checkpoint = torch.load(where, map_location="cpu", weights_only=False)
+    else:
+        checkpoint = strategy.load_checkpoint(path)
     # A file read by another CheckpointIO may hold anything: only a dict is a state to restore.
     if not isinstance(checkpoint, dict):
         raise TypeError(

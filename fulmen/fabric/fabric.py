@@ -441,18 +441,22 @@ class Fabric:
 
         checkpoint.save(self._strategy, path, state, filter=filter)
 
-    def load(self, path: str | Path, state: dict[str, Any] | None = None, strict: bool = True) -> dict[str, Any]:
+    def load(self, path: str | Path, state: dict[str, Any] | None = None, strict: bool = True, *,
+             weights_only: bool | None = None) -> dict[str, Any]:
         """Restore the objects of `state` in place from the checkpoint at `path`; return the checkpoint's
-        entries that `state` did not ask for (the whole checkpoint when `state` is None)."""
+        entries that `state` did not ask for (the whole checkpoint when `state` is None). The file is
+        read with `torch.load(weights_only=True)` unless you pass `weights_only=False` for a file you
+        trust that holds other Python objects."""
         from fulmen.fabric import checkpoint
 
-        return checkpoint.load(self._strategy, path, state, strict=strict)
+        return checkpoint.load(self._strategy, path, state, strict=strict, weights_only=weights_only)
 
-    def load_raw(self, path: str | Path, obj: nn.Module | Optimizer, strict: bool = True) -> None:
+    def load_raw(self, path: str | Path, obj: nn.Module | Optimizer, strict: bool = True, *,
+                 weights_only: bool | None = None) -> None:
         """Load a plain `torch.save`d state dict (not one written by `save`) into a module or optimizer."""
         from fulmen.fabric import checkpoint
 
-        checkpoint.load_raw(self._strategy, path, obj, strict=strict)
+        checkpoint.load_raw(self._strategy, path, obj, strict=strict, weights_only=weights_only)
 
     # --- callbacks, logging, seeding --------------------------------------------------------
     def call(self, hook_name: str, *args: Any, **kwargs: Any) -> None:

@@ -186,30 +186,11 @@ class _FabricModule(nn.Module):
         return isinstance(self._original_module, FSDPModule)
 
     def _through_forward(self, name: str) -> Callable[..., Any]:
-        """`name` of the user's module, called with its arguments through `self.forward` (precision,
-        wrapper): forward is patched to the method for one call and put back when the wrapper calls it."""
+        """`name` of the user's module, called through `self.forward` (precision, the strategy's wrapper)."""
+        from fulmen.strategies.ddp import call_through
+
         module = self._original_module
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            had_own, own = "forward" in module.__dict__, module.__dict__.get("forward")
-
-            def restore() -> None:
-                if had_own:
-                    module.__dict__["forward"] = own
-                else:
-                    module.__dict__.pop("forward", None)
-
-            def redirected(*a: Any, **kw: Any) -> Any:
-                restore()  # the method's own `self(x)` must reach the real forward
-                return getattr(module, name)(*a, **kw)
-
-            module.__dict__["forward"] = redirected
-            try:
-                return self.forward(*args, **kwargs)
-            finally:
-                restore()
-
-        return call
+        return lambda *args, **kwargs: call_through(self, module, getattr(module, name), *args, **kwargs)
 
     def _watch_outside_call(self, method: Callable[..., Any], name: str) -> Callable[..., Any]:
         """`method`, raising if it ran a submodule's forward outside the wrapper (DDP would not sync it)."""

@@ -38,8 +38,8 @@ class DistributedFailure(RuntimeError):
     """Another process of the run failed, so this one had to stop as well."""
 
 
-def call_through(wrapper: torch.nn.Module, module: torch.nn.Module, method: Any, *args: Any) -> Any:
-    """`method(*args)` run as `wrapper`'s forward, so the wrapper's work before and after forward
+def call_through(wrapper: torch.nn.Module, module: torch.nn.Module, method: Any, *args: Any, **kwargs: Any) -> Any:
+    """`method(*args, **kwargs)` run as `wrapper`'s forward, so the wrapper's work before and after forward
     (DDP's gradient-sync setup, FSDP's unsharding) surrounds it. `module.forward` is put back as
     soon as the wrapper calls it, so the user's own `self(x)` inside `method` reaches the real forward."""
     had_own = "forward" in module.__dict__
@@ -57,7 +57,7 @@ def call_through(wrapper: torch.nn.Module, module: torch.nn.Module, method: Any,
 
     module.__dict__["forward"] = redirected
     try:
-        return wrapper(*args)
+        return wrapper(*args, **kwargs)
     finally:
         restore()
 
