@@ -1,6 +1,6 @@
 """DDP on 2 CPU processes (gloo): steps per second of a raw PyTorch DDP loop, fulmen and Lightning.
 
-    python bench/ddp.py [--repeats 7] [--steps 1500] [--before DIR]
+    python bench/ddp.py [--repeats 7] [--steps 1500] [--before DIR] [--raw-vote]
 
 Each measurement is one `torchrun --nproc_per_node=2` launch of this file in worker mode; the
 launches are interleaved (raw, fulmen, Lightning, raw, ...) so that machine noise hits all three
@@ -9,7 +9,11 @@ the table shows medians and fulmen/raw: steps/s over the middle of the run (targ
 the median time of one step there (issue 16's target: within 3%), and the CPU time of a step (all
 threads of rank 0's process), which a machine shared with other work disturbs least.
 `--before DIR` adds a fulmen column imported from DIR (e.g. a `git worktree` of an earlier commit),
-interleaved with the others: a change's before and after in one run. Results: bench/results/ddp.json.
+interleaved with the others: a change's before and after in one run. `--raw-vote` adds the raw loop
+with one small asynchronous all-reduce after every step (what fulmen's stop vote did until issue 16):
+on a 2-core machine that loop is *faster* than the plain raw one, because a pending gloo operation
+shortens DDP's own all-reduce waits; it shows why the earlier per-batch vote measured faster than raw.
+Results: bench/results/ddp.json.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import time
 from pathlib import Path
 
 FRAMEWORKS = ("raw", "fulmen", "lightning")
+RAW_VOTE = "raw+vote"  # the raw loop plus one small asynchronous all-reduce per step (--raw-vote)
 WARMUP, BATCH = 100, 64
 RESULTS = Path(__file__).parent / "results"
 
@@ -53,7 +58,7 @@ def worker(framework: str, steps: int, out: str) -> None:
     g = torch.Generator().manual_seed(0)
     data = TensorDataset(torch.randn(BATCH * 2 * 100, 32, generator=g), torch.randint(0, 10, (BATCH * 2 * 100,), generator=g))
 
-    if framework == "raw":
+    if framework in ("raw", RAW_VOTE):
         import torch.distributed as dist
         from torch.nn.parallel import DistributedDataParallel
         from torch.utils.data import DistributedSampler
@@ -63,7 +68,7 @@ def worker(framework: str, steps: int, out: str) -> None:
         opt = torch.optim.SGD(net.parameters(), lr=0.01)
         sampler = DistributedSampler(data, shuffle=True, seed=0)
         loader = DataLoader(data, batch_size=BATCH, sampler=sampler)
-        step, epoch = 0, 0
+        step, epoch, vote = 0, 0, None
         while step < steps:
             sampler.set_epoch(epoch)
             for x, y in loader:
@@ -72,6 +77,10 @@ def worker(framework: str, steps: int, out: str) -> None:
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+                if framework == RAW_VOTE:  # what fulmen's stop vote did after every batch until issue 16
+                    if vote is not None:
+                        vote.wait()
+                    vote = dist.all_reduce(torch.zeros(3, dtype=torch.int64), op=dist.ReduceOp.MAX, async_op=True)
                 step += 1
                 if step >= steps:
                     break
@@ -118,6 +127,10 @@ def worker(framework: str, steps: int, out: str) -> None:
         Path(out).write_text(json.dumps({"steps_per_s": len(step_times) / (marks[-1] - marks[0]),
                                          "median_step_ms": 1000 * statistics.median(step_times),
                                          "cpu_step_ms": 1000 * (cpu[-1] - cpu[0]) / len(step_times)}))
+    # Measured and written: skip the interpreter's teardown, where gloo's threads can still abort
+    # a process now and then ("terminate called without an active exception"), failing the launch.
+    sys.stdout.flush()
+    os._exit(0)
 
 
 # --- driver --------------------------------------------------------------------------------------
@@ -144,7 +157,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--before", help="also time the fulmen found in this directory (an earlier checkout)")
-    parser.add_argument("--worker", choices=FRAMEWORKS)
+    parser.add_argument("--raw-vote", action="store_true",
+                        help=f"also time {RAW_VOTE!r}: the raw loop plus a 3-integer async all-reduce per step")
+    parser.add_argument("--worker", choices=(*FRAMEWORKS, RAW_VOTE))
     parser.add_argument("--out")
     args = parser.parse_args()
     if args.worker:
@@ -153,6 +168,8 @@ def main() -> None:
     columns = [(name, name, None) for name in FRAMEWORKS]  # (column, framework, fulmen_from)
     if args.before:
         columns.insert(1, ("before", "fulmen", os.path.abspath(args.before)))
+    if args.raw_vote:
+        columns.insert(1, (RAW_VOTE, RAW_VOTE, None))
     results: dict[str, dict[str, list[float]]] = {col: {"steps_per_s": [], "median_step_ms": [], "cpu_step_ms": []}
                                                   for col, _, _ in columns}
     for _ in range(args.repeats):
@@ -163,8 +180,9 @@ def main() -> None:
     names = [col for col, _, _ in columns]
     print(f"DDP, 2 CPU processes (gloo), MLP 32-256-256-10, batch {BATCH} per process, {args.steps} steps, "
           f"{args.repeats} interleaved repeats" + (f"; before = fulmen from {args.before}" if args.before else ""))
-    header = {"raw": "raw", "before": "before", "fulmen": "fulmen", "lightning": "Lightning"}
-    print(f"{'':16}" + "".join(f"{header[n]:>11}" for n in names) + "".join(f"{header[n][:3] + '/raw':>9}" for n in names[1:]))
+    header = {"raw": "raw", RAW_VOTE: RAW_VOTE, "before": "before", "fulmen": "fulmen", "lightning": "Lightning"}
+    short = {RAW_VOTE: "r+v", "before": "bef", "fulmen": "ful", "lightning": "Lit"}
+    print(f"{'':16}" + "".join(f"{header[n]:>11}" for n in names) + "".join(f"{short[n] + '/raw':>9}" for n in names[1:]))
     rows = (("steps/s", "steps_per_s", ".1f"), ("step ms (median)", "median_step_ms", ".3f"), ("CPU ms/step", "cpu_step_ms", ".3f"))
     for label, key, fmt in rows:
         values = "".join(f"{median[n][key]:>11{fmt}}" for n in names)
