@@ -40,7 +40,8 @@ class StopVote:
         self.countdown = 1  # batches until the next vote
         self.wish = False  # a stop this rank asked for since its last vote
         self.in_flight: tuple[Any, torch.Tensor] | None = None
-        self.since, self.clock = 0, time.perf_counter()  # batches since the clock was started
+        # The step time: batches since `clock` was started (at the first vote, and again at each settle).
+        self.since, self.clock = 0, None
 
     def cast(self, stop: bool, signum: int, settle: bool) -> tuple[bool, int]:
         """After a batch (or, `settle=True`, at a point every rank reaches: an epoch's end, after
@@ -62,9 +63,10 @@ class StopVote:
         if settle:
             dist.all_reduce(wishes, op=dist.ReduceOp.MAX, group=self.group)
             self._read(wishes)
-            self.since, self.clock = 0, time.perf_counter()  # validation and epoch ends are not step time
         else:
             self.in_flight = (dist.all_reduce(wishes, op=dist.ReduceOp.MAX, group=self.group, async_op=True), wishes)
+        if settle or self.clock is None:  # validation and epoch ends are not step time
+            self.since, self.clock = 0, time.perf_counter()
         self.countdown = self.every
         return self.agreed
 
@@ -74,7 +76,7 @@ class StopVote:
 
     def _proposal(self) -> int:
         """The batches this rank proposes until the next vote: VOTE_PERIOD_S at its step time."""
-        if self.since == 0:
+        if self.clock is None or self.since == 0:
             return self.every
         step_time = (time.perf_counter() - self.clock) / self.since
         return max(1, min(MAX_EVERY, int(VOTE_PERIOD_S / max(step_time, 1e-9))))
