@@ -45,3 +45,18 @@ def _rank_zero():
     rank_zero_only.rank = 0
     yield
     rank_zero_only.rank = 0
+
+
+@pytest.fixture(autouse=True)
+def _same_environment_variables():
+    """Each test leaves os.environ as it found it: fulmen exports variables on purpose (a cluster
+    environment's MASTER_ADDR/MASTER_PORT, PL_GLOBAL_SEED from seed_everything), and one leaked from
+    an in-process test reaches every later test's subprocesses (a SLURM test's MASTER_ADDR=gpu007
+    sent a later 2-process run to an unknown host, where it waited in the rendezvous)."""
+    import os
+
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)

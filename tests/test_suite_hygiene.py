@@ -12,7 +12,9 @@ Two tests were seen failing outside a full foreground run (issue 13):
 Each is run here in a fresh pytest process of its own (nothing imported or warmed up by other
 tests), once as a terminal starts it and once with SIGINT ignored, as `cmd &` and nohup start it.
 A third was found with `pytest --random-order`: a test whose numbers came from the global random
-state earlier tests left (conftest now seeds it before every test; pinned last in this file).
+state earlier tests left (conftest now seeds it before every test; pinned near the end of this file).
+A fourth: an in-process SLURM test left MASTER_ADDR=gpu007 in os.environ, and a later test's
+2-process run waited in the rendezvous for that host (conftest now restores os.environ; pinned last).
 """
 
 from __future__ import annotations
@@ -92,3 +94,18 @@ def test_each_test_starts_from_the_same_global_random_state(run):
     torch.rand(run * 100)
     random.random()
     numpy.random.rand(run)
+
+
+@pytest.mark.parametrize("run", [1, 2])
+def test_each_test_starts_with_the_same_environment_variables(run):
+    """conftest restores os.environ after every test: a variable a test (or fulmen, for it) sets
+    directly, e.g. a SLURM environment's MASTER_ADDR, reaches no later test or its subprocesses."""
+    from fulmen.plugins.environments import SLURMEnvironment
+
+    assert "FULMEN_HYGIENE_PROBE" not in os.environ and os.environ.get("MASTER_ADDR") != "gpu007"
+    os.environ["FULMEN_HYGIENE_PROBE"] = str(run)
+    for name in ("MASTER_ADDR", "SLURM_NODELIST"):  # not put back by hand: that is the fixture's job
+        os.environ.pop(name, None)
+    os.environ["SLURM_JOB_NODELIST"] = "gpu[007-008]"
+    assert SLURMEnvironment().main_address == "gpu007"  # exported to os.environ, as the process group needs
+    assert os.environ["MASTER_ADDR"] == "gpu007"
