@@ -288,6 +288,12 @@ def load_checkpoint(path: str | Path | IO, map_location: Any = None) -> dict[str
         raise CheckpointError(
             f"Checkpoint file not found. Received: {name}. Fix: check the path, or use ckpt_path='last'."
         )
+    if isinstance(path, (str, Path)) and not _looks_saved_by_torch(Path(path)):
+        raise CheckpointError(
+            f"{name} is not a checkpoint: torch.save did not write it (it is neither a zip archive nor a pickle). "
+            "Received: a file of another kind (text, an image, ...). Fix: pass the .ckpt file a Trainer or "
+            "ModelCheckpoint saved."
+        )
     try:
         with _allow_safe_globals():
             checkpoint = torch.load(path, map_location=map_location, weights_only=True)
@@ -312,6 +318,14 @@ def load_checkpoint(path: str | Path | IO, map_location: Any = None) -> dict[str
             "Fix: pass a file written by Trainer.save_checkpoint or ModelCheckpoint."
         )
     return checkpoint
+
+
+def _looks_saved_by_torch(path: Path) -> bool:
+    """Whether the file starts as torch.save's output does: a zip archive, or (the legacy format) a
+    pickle's protocol marker. An empty file is left to torch.load, which calls it truncated."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return not head or head.startswith((b"PK\x03\x04", b"\x80"))
 
 
 SHARDED_META = "meta.pt"  # in a sharded checkpoint directory (FSDPStrategy): all but the sharded tensors

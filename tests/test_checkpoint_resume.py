@@ -318,6 +318,16 @@ def test_damaged_checkpoint_raises_checkpoint_error_naming_the_file(tmp_path, da
     assert model.counts["train"] == 0
 
 
+@pytest.mark.parametrize("content", [b"hello world\n", b"name: run\nlr: 0.1\n", b"\x89PNG\r\n\x1a\n"])
+def test_a_file_torch_save_did_not_write_is_called_not_a_checkpoint(tmp_path, content):
+    # Before: a KeyError from deep inside torch.load for the first, "holds objects other than
+    # tensors ... could run code" for the others: neither says what is wrong with the file.
+    path = tmp_path / "notes.txt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=r"notes\.txt is not a checkpoint: torch\.save did not write it"):
+        load_checkpoint(path)
+
+
 def test_missing_checkpoint_raises_checkpoint_error(tmp_path):
     missing = tmp_path / "nope.ckpt"
     with pytest.raises(CheckpointError, match="not found.*nope.ckpt"):

@@ -237,7 +237,7 @@ def test_unreadable_paths_are_clear_errors(tmp_path):
     with pytest.raises(CheckpointError, match="cut.pt is truncated or corrupted"):
         fabric_checkpoint.load(strategy, tmp_path / "cut.pt")
     (tmp_path / "notes.txt").write_text("not a checkpoint")
-    with pytest.raises(CheckpointError, match="Refused to load .*notes.txt"):
+    with pytest.raises(CheckpointError, match="notes.txt is not a checkpoint: torch.save did not write it"):
         fabric_checkpoint.load(strategy, tmp_path / "notes.txt")
     torch.save([1, 2], tmp_path / "list.pt")
     with pytest.raises(CheckpointError, match="does not hold a checkpoint dict. Received: list"):
