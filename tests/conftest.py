@@ -10,6 +10,28 @@ import torch
 import fulmen.errors
 
 
+@pytest.fixture(scope="session")
+def _environment_at_start() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
+
+
+@pytest.fixture(autouse=True)
+def _same_environment_variables(_environment_at_start):
+    """Each test starts with the environment variables the suite started with: fulmen exports some
+    on purpose (a cluster environment's MASTER_ADDR/MASTER_PORT, PL_GLOBAL_SEED from seed_everything),
+    and one left by an in-process test reaches every later test's subprocesses (a SLURM test's
+    MASTER_ADDR=gpu007 sent a later 2-process run to an unknown host, where it waited in the
+    rendezvous). Restored before the test rather than after it: `monkeypatch`'s own undo, which runs
+    after the other fixtures' teardown, puts back values it saw set directly during a test."""
+    import os
+
+    if os.environ != _environment_at_start:
+        os.environ.clear()
+        os.environ.update(_environment_at_start)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_warn_once(monkeypatch):
     """`warn_once` remembers messages per process; each test starts with a clean memory."""
@@ -46,17 +68,3 @@ def _rank_zero():
     yield
     rank_zero_only.rank = 0
 
-
-@pytest.fixture(autouse=True)
-def _same_environment_variables():
-    """Each test leaves os.environ as it found it: fulmen exports variables on purpose (a cluster
-    environment's MASTER_ADDR/MASTER_PORT, PL_GLOBAL_SEED from seed_everything), and one leaked from
-    an in-process test reaches every later test's subprocesses (a SLURM test's MASTER_ADDR=gpu007
-    sent a later 2-process run to an unknown host, where it waited in the rendezvous)."""
-    import os
-
-    saved = dict(os.environ)
-    yield
-    if os.environ != saved:
-        os.environ.clear()
-        os.environ.update(saved)

@@ -14,7 +14,8 @@ tests), once as a terminal starts it and once with SIGINT ignored, as `cmd &` an
 A third was found with `pytest --random-order`: a test whose numbers came from the global random
 state earlier tests left (conftest now seeds it before every test; pinned near the end of this file).
 A fourth: an in-process SLURM test left MASTER_ADDR=gpu007 in os.environ, and a later test's
-2-process run waited in the rendezvous for that host (conftest now restores os.environ; pinned last).
+2-process run waited in the rendezvous for that host (conftest now resets os.environ before every
+test; pinned last).
 """
 
 from __future__ import annotations
@@ -97,9 +98,10 @@ def test_each_test_starts_from_the_same_global_random_state(run):
 
 
 @pytest.mark.parametrize("run", [1, 2])
-def test_each_test_starts_with_the_same_environment_variables(run):
-    """conftest restores os.environ after every test: a variable a test (or fulmen, for it) sets
-    directly, e.g. a SLURM environment's MASTER_ADDR, reaches no later test or its subprocesses."""
+def test_each_test_starts_with_the_same_environment_variables(run, monkeypatch):
+    """conftest gives every test the environment the suite started with: a variable a test (or
+    fulmen, for it) sets directly, e.g. a SLURM environment's MASTER_ADDR, reaches no later test or
+    its subprocesses."""
     from fulmen.plugins.environments import SLURMEnvironment
 
     assert "FULMEN_HYGIENE_PROBE" not in os.environ and os.environ.get("MASTER_ADDR") != "gpu007"
@@ -109,3 +111,6 @@ def test_each_test_starts_with_the_same_environment_variables(run):
     os.environ["SLURM_JOB_NODELIST"] = "gpu[007-008]"
     assert SLURMEnvironment().main_address == "gpu007"  # exported to os.environ, as the process group needs
     assert os.environ["MASTER_ADDR"] == "gpu007"
+    # As test_distributed's SLURM test does next: monkeypatch records the value set directly and
+    # puts it back at its teardown, after every other fixture's.
+    monkeypatch.setenv("MASTER_ADDR", "10.0.0.7")
