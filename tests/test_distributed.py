@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -283,6 +284,57 @@ def test_an_exception_on_one_rank_ends_every_rank(tmp_path, launcher):
     assert proc.returncode != 0  # and it returned at all: no rank was left waiting (TIMEOUT would raise)
     assert "planted failure on rank 1" in proc.stderr
     assert not list(tmp_path.glob("rank*.json"))
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (read from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended while being read
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_copy_ends_with_rank_zero_even_while_it_waits_in_the_rendezvous(tmp_path):
+    # A rendezvous address nobody answers at: both ranks wait in init_process_group (for up to
+    # --timeout), where the copy has no connection to rank 0 whose loss it could notice.
+    env = _clean_env(MASTER_ADDR="10.255.255.1", MASTER_PORT=str(free_port()))
+    rank0 = subprocess.Popen([sys.executable, str(SCRIPT), "--out", str(tmp_path), "--devices", "2", "--timeout", "600"],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):  # the copy appears once rank 0 reaches fit (imports first)
+            copies = _children(rank0.pid)
+            if copies:
+                break
+            time.sleep(0.1)
+        assert copies, "rank 0 started no copy"
+        time.sleep(3)  # let the copy get into its rendezvous too (if it is slower, it finds rank 0 gone)
+        assert _alive(copies[0]) and rank0.poll() is None  # both still waiting
+    finally:
+        rank0.kill()  # SIGKILL: no atexit, no watcher thread, nothing of rank 0 runs any more
+        rank0.wait()
+    try:
+        for _ in range(600):
+            if not _alive(copies[0]):
+                break
+            time.sleep(0.1)
+        assert not _alive(copies[0]), "the copy outlived rank 0 (it would wait for the whole --timeout)"
+    finally:
+        if _alive(copies[0]):
+            os.kill(copies[0], signal.SIGKILL)
 
 
 def test_a_preemption_signal_on_one_rank_saves_once_stops_all_and_resumes_exactly(tmp_path, torchrun_run):

@@ -22,7 +22,7 @@ import torch.distributed as dist
 
 from fulmen.errors import MisconfigurationException
 from fulmen.strategies.environment import check_environment, detect_environment
-from fulmen.strategies.launcher import ScriptCopies
+from fulmen.strategies.launcher import ScriptCopies, die_with_parent
 from fulmen.strategies.single import Strategy
 from fulmen.strategies.stop_vote import StopVote
 
@@ -131,7 +131,10 @@ class ParallelStrategy(Strategy):
             self._make_vote_group()
             return
         env = self.cluster_environment
-        first_here = not self._external and self.local_rank == 0 and os.environ.get("FULMEN_LAUNCHED") != "1"
+        started_by_fulmen = os.environ.get("FULMEN_LAUNCHED") == "1"
+        if started_by_fulmen:
+            die_with_parent()
+        first_here = not self._external and self.local_rank == 0 and not started_by_fulmen
         if first_here and self.num_processes > 1 and not self.spawns:
             self._copies = ScriptCopies(self)
             self._copies.start()

@@ -4,7 +4,8 @@
 becomes rank 0, and starts N-1 copies of the same command line with their ranks in the
 environment. Every copy runs the script from the top and joins the process group when it reaches
 `trainer.fit`, as in Lightning. A watcher thread notices a copy that dies: the others are
-stopped and rank 0's error names the failed rank, instead of waiting for a collective to time out.
+stopped and rank 0's error names the failed rank, instead of waiting for a collective to time out;
+and each copy ends when rank 0 does (`die_with_parent`), even while it waits in the rendezvous.
 
 `spawn` (strategy "ddp_spawn"): `torch.multiprocessing` starts N fresh processes that receive the
 Trainer and the module by pickling; rank 0 sends its results (weights, metrics, checkpoint paths)
@@ -45,7 +46,7 @@ class ScriptCopies:
         for local_rank in range(1, self.devices):
             child_env = {
                 **os.environ, "LOCAL_RANK": str(local_rank), "NODE_RANK": str(self.node_rank),
-                "WORLD_SIZE": str(self.world_size), "FULMEN_LAUNCHED": "1",
+                "WORLD_SIZE": str(self.world_size), "FULMEN_LAUNCHED": "1", "FULMEN_PARENT_PID": str(os.getpid()),
             }
             self.procs.append(subprocess.Popen(_this_command(), env=child_env, cwd=os.getcwd()))
         threading.Thread(target=self._watch, name="fulmen-rank-watch", daemon=True).start()
@@ -82,6 +83,25 @@ class ScriptCopies:
                 proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def die_with_parent() -> None:
+    """In a process fulmen started (a copy, or a ddp_spawn child), before it joins the process group:
+    end when the process that started it ends. A rank 0 killed (SIGKILL, a timeout) while the others
+    wait in the rendezvous, where there is no connection to a peer yet whose loss they would notice,
+    would otherwise leave them waiting for the whole timeout (30 minutes by default). Linux only
+    (prctl's PR_SET_PDEATHSIG); elsewhere the copies wait as before."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    if ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL)) != 0:
+        return
+    parent = os.environ.get("FULMEN_PARENT_PID")
+    if parent is not None and os.getppid() != int(parent):  # it ended before the line above took effect
+        raise SystemExit(f"fulmen: rank 0 (pid {parent}) ended before this process joined the run.")
 
 
 def _this_command() -> list[str]:
