@@ -248,6 +248,11 @@ _KUBEFLOW_SCRIPT = textwrap.dedent('''
     from fulmen.demos import BoringModel
     from fulmen.plugins import KubeflowEnvironment, LayerSync
 
+    class CountedKubeflow(KubeflowEnvironment):
+        torn_down = 0
+        def teardown(self):
+            CountedKubeflow.torn_down += 1
+
     class Recorded(LayerSync):
         applied = 0
         def apply(self, model):
@@ -257,14 +262,15 @@ _KUBEFLOW_SCRIPT = textwrap.dedent('''
             return model
 
     trainer = pl.Trainer(accelerator="cpu", devices=1, num_nodes=2, strategy="ddp",
-                         plugins=[KubeflowEnvironment(), Recorded()], max_steps=4, logger=False,
+                         plugins=[CountedKubeflow(), Recorded()], max_steps=4, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     model = BoringModel()
     trainer.fit(model)
     import torch.distributed as dist
     out = dict(rank=trainer.global_rank, world_size=trainer.world_size, node_rank=trainer.node_rank,
                local_rank=trainer.local_rank, group=(dist.get_rank(), dist.get_world_size()),
-               layer_sync=Recorded.applied, weight=model.layer.weight.flatten().tolist())
+               layer_sync=Recorded.applied, weight=model.layer.weight.flatten().tolist(),
+               torn_down=CountedKubeflow.torn_down)
     with open(os.path.join(sys.argv[1], f"rank{trainer.global_rank}.json"), "w") as f:
         json.dump(out, f)
 ''')
@@ -289,3 +295,4 @@ def test_kubeflow_pytorchjob_variables_drive_a_two_process_run(tmp_path):
     assert (r1["rank"], r1["node_rank"], r1["local_rank"], r1["world_size"], r1["group"]) == (1, 1, 0, 2, [1, 2])
     assert r0["layer_sync"] == r1["layer_sync"] == 1  # DDP applied the LayerSync plugin once, on each rank
     assert r0["weight"] == r1["weight"]  # one DDP run: the gradients were averaged across the two pods
+    assert r0["torn_down"] == r1["torn_down"] == 1  # the strategy's teardown tears the environment down, as Lightning

@@ -251,6 +251,8 @@ class ParallelStrategy(Strategy):
     def teardown(self) -> None:
         super().teardown()
         self._votes = None  # a vote still in flight completes on its own; the next fit starts afresh
+        if self.cluster_environment is not None:  # as Lightning: the environment undoes its set-up
+            self.cluster_environment.teardown()
 
     @property
     def distributed_sampler_kwargs(self) -> dict[str, int]:
