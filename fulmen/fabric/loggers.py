@@ -74,7 +74,23 @@ class _FabricLayout(_VersionedDirLogger):
         return _numbered_versions(self._versions_dir)
 
 
-class TensorBoardLogger(tensorboard.TensorBoardLogger, _FabricLayout):
+class _RankZeroOnly:
+    """First in a Fabric logger's bases: the Trainer logger's `experiment` and `log_metrics` run on
+    global rank 0 only; elsewhere `experiment` is a do-nothing stand-in and metrics are dropped."""
+
+    @property
+    def experiment(self) -> Any:
+        """The writer (SummaryWriter, the metrics.csv writer) on global rank 0, created on first access."""
+        if not _on_rank_zero():
+            return DummyExperiment()
+        return super().experiment  # type: ignore[misc]
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        if _on_rank_zero():
+            super().log_metrics(metrics, step)  # type: ignore[misc]
+
+
+class TensorBoardLogger(_RankZeroOnly, tensorboard.TensorBoardLogger, _FabricLayout):
     """Log scalars and hyperparameters as TensorBoard event files in `root_dir/name/version_N[/sub_dir]`.
 
     Args:
@@ -115,18 +131,6 @@ class TensorBoardLogger(tensorboard.TensorBoardLogger, _FabricLayout):
         super().__init__(root_dir, name=name, version=version, log_graph=True,
                          default_hp_metric=default_hp_metric, prefix=prefix, sub_dir=sub_dir, **kwargs)
 
-    @property
-    def experiment(self) -> Any:
-        """The `SummaryWriter` on global rank 0 (created on first access); a do-nothing stand-in elsewhere."""
-        if not _on_rank_zero():
-            return DummyExperiment()
-        return super().experiment
-
-    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        """Write `metrics` as scalars at `step` (a dict value with `add_scalars`), on global rank 0."""
-        if _on_rank_zero():
-            super().log_metrics(metrics, step)
-
     def log_hyperparams(
         self,
         params: Mapping[str, Any] | argparse.Namespace,
@@ -162,7 +166,7 @@ class TensorBoardLogger(tensorboard.TensorBoardLogger, _FabricLayout):
             self._experiment = None
 
 
-class CSVLogger(csv_logs.CSVLogger, _FabricLayout):
+class CSVLogger(_RankZeroOnly, csv_logs.CSVLogger, _FabricLayout):
     """Log metrics to `root_dir/name/version_N/metrics.csv`.
 
     Args:
@@ -202,19 +206,6 @@ class CSVLogger(csv_logs.CSVLogger, _FabricLayout):
             )
         super().__init__(root_dir, name=name, version=version, prefix=prefix,
                          flush_logs_every_n_steps=flush_logs_every_n_steps)
-
-    @property
-    def experiment(self) -> Any:
-        """The `metrics.csv` writer on global rank 0 (created with the log directory on first
-        access); a do-nothing stand-in elsewhere."""
-        if not _on_rank_zero():
-            return DummyExperiment()
-        return super().experiment
-
-    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        """Buffer one row of `metrics` at `step` (default: the number of rows logged so far), on global rank 0."""
-        if _on_rank_zero():
-            super().log_metrics(metrics, step)
 
     def log_hyperparams(self, params: Mapping[str, Any] | argparse.Namespace | None = None) -> None:
         """Merge `params` into `hparams.yaml` in the log directory, on global rank 0."""
