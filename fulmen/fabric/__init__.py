@@ -17,6 +17,6 @@ checkpoints and loggers, for training loops you write yourself.
 
 from fulmen.fabric.fabric import Fabric
 from fulmen.fabric.wrappers import is_wrapped
-from fulmen.seed import seed_everything
+from fulmen.utilities.seed import seed_everything  # with Lightning's verbose=
 
 __all__ = ["Fabric", "is_wrapped", "seed_everything"]

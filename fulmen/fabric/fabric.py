@@ -45,7 +45,7 @@ from fulmen.errors import MisconfigurationException
 from fulmen.fabric import wrappers
 from fulmen.fabric.wrappers import _FabricDataLoader, _FabricModule, _FabricOptimizer, _unwrap_objects
 from fulmen.plugins.resolve import resolve_plugins
-from fulmen.seed import seed_everything as _seed_everything
+from fulmen.utilities.seed import seed_everything as _seed_everything
 from fulmen.strategies import SingleDeviceStrategy, Strategy
 
 _REDUCE_OPS = {"mean": "mean", "avg": "mean", "sum": "sum", "max": "max", "min": "min"}
@@ -488,7 +488,7 @@ class Fabric:
     @staticmethod
     def seed_everything(seed: int | None = None, workers: bool | None = None, verbose: bool = True) -> int:
         """fulmen's `seed_everything`, seeding DataLoader workers too unless `workers=False` (as Fabric)."""
-        return _seed_everything(seed, workers=True if workers is None else workers)
+        return _seed_everything(seed, workers=True if workers is None else workers, verbose=verbose)
 
     # --- checks -----------------------------------------------------------------------------
     def _check_launched(self) -> None:
