@@ -158,6 +158,8 @@ def test_64_true_init_contexts_and_inputs():
     model = fabric.setup(nn.Linear(3, 2))
     assert model.module.weight.dtype == torch.float64
     assert model(torch.randn(1, 3)).dtype == torch.float32  # float32 in, converted, back in the default dtype
+    assert (model.dtype, model.device) == (torch.float64, fabric.device)  # as Lightning's wrapper has them
+    assert (fabric.setup(nn.ReLU()).dtype, fabric.setup(nn.ReLU()).device) == (torch.float32, fabric.device)
 
 
 def test_init_module_empty_init_skips_weight_init():

@@ -16,6 +16,7 @@ wrapper that routes the calls a hand-written loop makes through fulmen's strateg
 from __future__ import annotations
 
 import inspect
+import itertools
 from collections.abc import Callable, Iterator, Mapping
 from functools import wraps
 from types import MethodType
@@ -132,6 +133,19 @@ class _FabricModule(nn.Module):
     def module(self) -> nn.Module:
         """The user's module."""
         return self._original_module
+
+    @property
+    def device(self) -> torch.device:
+        """Where the module's parameters are (the process's device once set up; as Lightning's wrapper)."""
+        tensor = next(itertools.chain(self._original_module.parameters(), self._original_module.buffers()), None)
+        return tensor.device if tensor is not None else self._strategy.root_device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the module's floating-point parameters (float64 under "64-true", ...)."""
+        floating = (p for p in self._original_module.parameters() if p.is_floating_point())
+        parameter = next(floating, None)
+        return parameter.dtype if parameter is not None else torch.get_default_dtype()
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         precision = self._precision
