@@ -375,3 +375,24 @@ def test_parallel_strategy_needs_launch_and_ddp_spawn_is_refused():
 
     with pytest.raises(MisconfigurationException, match="strategy='ddp_spawn'"):
         Fabric(accelerator="cpu", devices=2, strategy="ddp_spawn")
+
+
+def test_a_module_built_on_the_meta_device_gets_memory_and_initial_values_at_setup():
+    fabric = Fabric(accelerator="cpu")
+    fabric.launch()
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    model = fabric.setup(model)
+    assert not any(t.is_meta for t in [*model.parameters(), *model.buffers()])
+    assert torch.equal(model.module[1].running_var, torch.ones(4))  # reset_parameters ran: real values
+    assert model(torch.randn(2, 3)).shape == (2, 4)
+
+    class Scale(nn.Module):  # a parameter, and no reset_parameters to give it a value
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(2))
+
+    with torch.device("meta"):
+        bare = Scale()
+    with pytest.raises(TypeError, match=r"needs reset_parameters\(\).*Scale has none.*Fix: define Scale\.reset_parameters"):
+        fabric.setup(bare)

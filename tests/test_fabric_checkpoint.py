@@ -448,6 +448,9 @@ def test_fsdp_save_gathers_one_file_that_loads_into_sharded_and_plain_modules(tm
     # Every rank's freshly sharded model and Adam came back: same outputs, also after one more step.
     for rank in (0, 1):
         assert f"rank {rank}: step 2, same before/after: True True" in done.stdout, done.stdout
+        # init_module(empty_init=True) under FSDP: built on the meta device, given its shards by
+        # setup_module, then loaded: the outputs of the model loaded the ordinary way.
+        assert f"rank {rank}: empty_init: meta before True, after False, same True" in done.stdout, done.stdout
     checkpoint = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     assert checkpoint["step"] == 2 and sorted(checkpoint["optimizer"]["state"]) == [0, 1, 2, 3]
     plain = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import itertools
 from collections.abc import Callable, Generator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -46,7 +47,7 @@ from fulmen.fabric import wrappers
 from fulmen.fabric.wrappers import _FabricDataLoader, _FabricModule, _FabricOptimizer, _unwrap_objects
 from fulmen.plugins.resolve import resolve_plugins
 from fulmen.utilities.seed import seed_everything as _seed_everything
-from fulmen.strategies import SingleDeviceStrategy, Strategy
+from fulmen.strategies import FSDPStrategy, SingleDeviceStrategy, Strategy
 
 _REDUCE_OPS = {"mean": "mean", "avg": "mean", "sum": "sum", "max": "max", "min": "min"}
 
@@ -261,7 +262,8 @@ class Fabric:
             compiled = None
         original = module if compiled is None else compiled
         converted = self._precision.convert_module(original)
-        if move_to_device:
+        on_meta = any(t.is_meta for t in itertools.chain(converted.parameters(), converted.buffers()))
+        if move_to_device and not on_meta:  # a meta module gets its memory once sharded (_materialize)
             converted = converted.to(self.device)
         before = dict(converted.named_parameters())
         strategy = self._strategy
@@ -270,6 +272,8 @@ class Fabric:
         forward_module = strategy.model
         strategy.model = kept if kept is not None else forward_module
         _repoint_optimizers(optimizers, before, dict(converted.named_parameters()))
+        if on_meta:
+            _materialize(converted, self.device)
         if compiled is not None:
             forward_module = torch._dynamo.OptimizedModule(forward_module, module.dynamo_ctx)
         self._models_setup += 1
@@ -425,8 +429,15 @@ class Fabric:
     @contextlib.contextmanager
     def init_module(self, empty_init: bool | None = None) -> Generator[None, None, None]:
         """Modules created in the block are on the device, in the precision's dtype ("*-true").
-        `empty_init=True` skips the `torch.nn.init` calls (for weights about to be loaded)."""
+        `empty_init=True` skips the `torch.nn.init` calls (for weights about to be loaded); under a
+        sharding strategy (FSDP2, ModelParallel) it builds the module on the meta device instead, so
+        no process ever holds the whole model: `setup_module` then allocates each process's shards
+        and runs every submodule's `reset_parameters()` (load the real weights after that)."""
         self._check_launched()
+        if empty_init and isinstance(self._strategy, FSDPStrategy):
+            with torch.device("meta"), _default_dtype(self._precision.true_dtype):
+                yield
+            return
         skip = _SkipInit() if empty_init else contextlib.nullcontext()
         with torch.device(self.device), _default_dtype(self._precision.true_dtype), skip:
             yield
@@ -525,6 +536,25 @@ def _repoint_optimizers(optimizers: list[Optimizer], before: dict[str, nn.Parame
             )
         for group in optimizer.param_groups:
             group["params"] = [moved.get(id(p), p) for p in group["params"]]
+
+
+def _materialize(module: nn.Module, device: torch.device) -> None:
+    """Give a module built on the meta device (`init_module(empty_init=True)`) real memory on `device`
+    (each process only its shards, once the strategy sharded it: `to_empty` on the root, as FSDP2
+    expects) and initial values: each submodule that held meta tensors runs its `reset_parameters()`."""
+    held = [sub for sub in module.modules()
+            if any(t.is_meta for t in itertools.chain(sub.parameters(recurse=False), sub.buffers(recurse=False)))]
+    for sub in held:
+        if not callable(getattr(sub, "reset_parameters", None)):
+            raise TypeError(
+                f"A module built on the meta device needs reset_parameters() to get initial values, and "
+                f"{type(sub).__name__} has none. Received: fabric.init_module(empty_init=True) around it. Fix: define "
+                f"{type(sub).__name__}.reset_parameters(), or build the model without empty_init=True."
+            )
+    module.to_empty(device=device)
+    with torch.no_grad():
+        for sub in held:
+            sub.reset_parameters()
 
 
 def _accepted(method: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,8 @@ file, gathered on rank 0), loads it into a freshly sharded model and optimizer, 
 rank that both give the same outputs before and after one more identical step (so Adam's state came
 back too). Rank 0 prints `rank R: step S, same before/after: B A` per rank and saves the input and
 the loaded model's output to OUT, for the test to compare with a plain module loaded from CKPT.
+Last, a model built under `fabric.init_module(empty_init=True)` (on the meta device) is set up, loaded
+from CKPT and compared with the loaded one (`rank R: empty_init: ...`).
 """
 
 import sys
@@ -50,3 +52,15 @@ for rank, line in enumerate(lines):
     fabric.print(f"rank {rank}: {line}", flush=True)
 if fabric.is_global_zero:
     torch.save({"x": x, "y": y.detach()}, out)
+
+# A model too big for one process would be built on the meta device: no memory until each process
+# gets its shards in setup_module; then the saved weights are loaded into it.
+with fabric.init_module(empty_init=True):
+    empty = make()
+was_meta = all(p.is_meta for p in empty.parameters())
+empty = fabric.setup_module(empty)
+now_meta = any(p.is_meta for p in empty.parameters())
+fabric.load(ckpt, {"model": empty})
+line = f"empty_init: meta before {was_meta}, after {now_meta}, same {torch.equal(empty(x), y)}"
+for rank, text in enumerate(fabric.strategy.all_gather_object(line)):
+    fabric.print(f"rank {rank}: {text}", flush=True)
