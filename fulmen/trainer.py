@@ -53,6 +53,7 @@ from fulmen.profilers.wiring import finish_profiling, instrument
 from fulmen.run_state import RunState
 from fulmen.state import RunningStage, TrainerFn, TrainerState, TrainerStatus
 from fulmen.strategies import Strategy
+from fulmen.strategies.init import materialize, on_meta
 from fulmen.strategies.launcher import spawn
 from fulmen.trainer_properties import TrainerProperties
 from fulmen.tuner.exit import TunerExit
@@ -455,10 +456,15 @@ class Trainer(TrainerProperties):
         model._device_mesh = getattr(self.strategy, "_device_mesh", None)  # ModelParallelStrategy's, for configure_model
         model.configure_model()
         self._precision.convert_module(model)
-        model.to(self._device)
+        meta = on_meta(model)  # built with init_module(empty_init=True) under FSDP: memory once sharded
+        if not meta:
+            model.to(self._device)
         # Wrapped (DDP) or sharded (FSDP) before the checkpoint is loaded and the optimizers are
         # made: FSDP replaces the parameters with their shards.
         self.strategy.setup_module(model, self._device, training=fn == TrainerFn.FITTING)
+        if meta:
+            materialize(model, self._device)
+            model.to(self._device)  # nothing moves: the LightningModule learns its device
         if fn == TrainerFn.FITTING:
             check_fit_model(model, self.gradient_clip_val, self.accumulate_grad_batches)
             # `fulmen doctor` on the user's classes, as warnings (once per run, not once per rank)

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import math
 import signal
-from collections.abc import Generator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -27,6 +26,7 @@ from fulmen.errors import MisconfigurationException
 from fulmen.logging import to_float_dict
 from fulmen.progress_views import EvaluationLoopView, FitLoopView, PredictionLoopView
 from fulmen.state import RunningStage, TrainerFn, TrainerState, TrainerStatus
+from fulmen.strategies.init import init_context
 
 if TYPE_CHECKING:
     from fulmen.module import LightningModule
@@ -197,20 +197,13 @@ class TrainerProperties:
         if self.local_rank == 0:
             print(*args, **kwargs)
 
-    @contextmanager
-    def init_module(self, empty_init: bool | None = None) -> Generator[None, None, None]:
+    def init_module(self, empty_init: bool | None = None) -> AbstractContextManager:
         """Build the model's tensors on the Trainer's device, in its dtype for `*-true` precision:
-        `with trainer.init_module(): model = Model()`. (`empty_init` is accepted for Lightning's
-        signature; the weights are always initialized.)"""
-        dtype = self._precision.true_dtype
-        previous = torch.get_default_dtype()
-        with torch.device(self._device):
-            if dtype is not None:
-                torch.set_default_dtype(dtype)
-            try:
-                yield
-            finally:
-                torch.set_default_dtype(previous)
+        `with trainer.init_module(): model = Model()`. `empty_init=True` (weights about to be loaded
+        from a checkpoint) skips the `torch.nn.init` calls; under FSDP2/ModelParallel it builds the
+        model on the meta device, and the strategy gives each process only its shards at set-up
+        (see `fulmen.strategies.init`)."""
+        return init_context(self.strategy, self._device, self._precision.true_dtype, empty_init)
 
     @property
     def callback_metrics(self) -> dict[str, torch.Tensor]:

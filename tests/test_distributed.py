@@ -379,13 +379,17 @@ def test_fsdp_trains_like_ddp_and_its_sharded_checkpoint_resumes_on_one_process(
     assert whole["epoch"] == 0 and whole["global_step"] == 8
 
 
-def test_fsdp_resumes_a_single_process_checkpoint_on_two_ranks(tmp_path, torchrun_run):
+@pytest.mark.parametrize("empty_init", [False, True])
+def test_fsdp_resumes_a_single_process_checkpoint_on_two_ranks(tmp_path, torchrun_run, empty_init):
     first = _single_process(tmp_path / "one", "--batch-size", "8", "--epochs", "1")
     ckpt = tmp_path / "one" / "ckpt" / "epoch=0-step=8.ckpt"
     assert first["global_step"] == 8 and ckpt.is_file()
     out = tmp_path / "two"
-    _torchrun(out, "--strategy", "fsdp", "--resume", str(ckpt))  # 1 process -> 2 ranks, full state dict
+    # 1 process -> 2 ranks, full state dict; with empty_init the model is built on the meta device
+    # (trainer.init_module(empty_init=True)) and only gets memory, one shard per rank, at set-up.
+    _torchrun(out, "--strategy", "fsdp", "--resume", str(ckpt), *(["--empty-init"] if empty_init else []))
     r0, r1 = _ranks(out)
+    assert r0["built_on_meta"] == r1["built_on_meta"] == empty_init
     assert r0["global_step"] == 16
     _assert_params_close(r0["params"], torchrun_run[1][0]["params"])
     saved = torch.load(out / "ckpt" / "epoch=1-step=16.ckpt", weights_only=True)  # one ordinary file

@@ -368,6 +368,14 @@ def test_other_lightning_attributes(tmp_path, capsys):
         inside = torch.nn.Linear(2, 2)
     assert inside.weight.dtype == torch.float64 and torch.get_default_dtype() == torch.float32
     assert inside.weight.device == trainer.device
+    # empty_init=True (weights about to be loaded): torch.nn.init is skipped, as in Lightning, so it
+    # draws nothing from the random generator
+    first_draw = torch.rand(1, generator=torch.Generator().manual_seed(5))
+    for empty_init, draws_nothing in ((True, True), (None, False)):
+        torch.manual_seed(5)
+        with trainer.init_module(empty_init=empty_init):
+            torch.nn.Linear(2, 2)
+        assert torch.equal(torch.rand(1), first_draw) is draws_nothing
 
 
 def test_autolog_hparams_can_be_turned_off(tmp_path):

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import itertools
 from collections.abc import Callable, Generator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -47,7 +46,8 @@ from fulmen.fabric import wrappers
 from fulmen.fabric.wrappers import _FabricDataLoader, _FabricModule, _FabricOptimizer, _unwrap_objects
 from fulmen.plugins.resolve import resolve_plugins
 from fulmen.utilities.seed import seed_everything as _seed_everything
-from fulmen.strategies import FSDPStrategy, SingleDeviceStrategy, Strategy
+from fulmen.strategies import SingleDeviceStrategy, Strategy
+from fulmen.strategies.init import init_context, materialize, on_meta
 
 _REDUCE_OPS = {"mean": "mean", "avg": "mean", "sum": "sum", "max": "max", "min": "min"}
 
@@ -262,8 +262,8 @@ class Fabric:
             compiled = None
         original = module if compiled is None else compiled
         converted = self._precision.convert_module(original)
-        on_meta = any(t.is_meta for t in itertools.chain(converted.parameters(), converted.buffers()))
-        if move_to_device and not on_meta:  # a meta module gets its memory once sharded (_materialize)
+        meta = on_meta(converted)
+        if move_to_device and not meta:  # a meta module gets its memory once sharded (materialize)
             converted = converted.to(self.device)
         before = dict(converted.named_parameters())
         strategy = self._strategy
@@ -272,8 +272,8 @@ class Fabric:
         forward_module = strategy.model
         strategy.model = kept if kept is not None else forward_module
         _repoint_optimizers(optimizers, before, dict(converted.named_parameters()))
-        if on_meta:
-            _materialize(converted, self.device)
+        if meta:
+            materialize(converted, self.device)
         if compiled is not None:
             forward_module = torch._dynamo.OptimizedModule(forward_module, module.dynamo_ctx)
         self._models_setup += 1
@@ -420,27 +420,19 @@ class Fabric:
             self._strategy.barrier("rank_zero_first")
 
     # --- creating modules and tensors -------------------------------------------------------
-    @contextlib.contextmanager
-    def init_tensor(self) -> Generator[None, None, None]:
+    def init_tensor(self) -> contextlib.AbstractContextManager:
         """Tensors created in the block are on the device, in the precision's dtype ("*-true")."""
-        with torch.device(self.device), _default_dtype(self._precision.true_dtype):
-            yield
+        return init_context(self._strategy, self.device, self._precision.true_dtype, empty_init=False)
 
-    @contextlib.contextmanager
-    def init_module(self, empty_init: bool | None = None) -> Generator[None, None, None]:
+    def init_module(self, empty_init: bool | None = None) -> contextlib.AbstractContextManager:
         """Modules created in the block are on the device, in the precision's dtype ("*-true").
         `empty_init=True` skips the `torch.nn.init` calls (for weights about to be loaded); under a
         sharding strategy (FSDP2, ModelParallel) it builds the module on the meta device instead, so
         no process ever holds the whole model: `setup_module` then allocates each process's shards
-        and runs every submodule's `reset_parameters()` (load the real weights after that)."""
+        and runs every submodule's `reset_parameters()` (load the real weights after that); see
+        `fulmen.strategies.init`, the Trainer's too."""
         self._check_launched()
-        if empty_init and isinstance(self._strategy, FSDPStrategy):
-            with torch.device("meta"), _default_dtype(self._precision.true_dtype):
-                yield
-            return
-        skip = _SkipInit() if empty_init else contextlib.nullcontext()
-        with torch.device(self.device), _default_dtype(self._precision.true_dtype), skip:
-            yield
+        return init_context(self._strategy, self.device, self._precision.true_dtype, empty_init)
 
     # --- checkpoints ------------------------------------------------------------------------
     def save(self, path: str | Path, state: dict[str, Any], filter: dict[str, Callable[[str, Any], bool]] | None = None,
@@ -538,25 +530,6 @@ def _repoint_optimizers(optimizers: list[Optimizer], before: dict[str, nn.Parame
             group["params"] = [moved.get(id(p), p) for p in group["params"]]
 
 
-def _materialize(module: nn.Module, device: torch.device) -> None:
-    """Give a module built on the meta device (`init_module(empty_init=True)`) real memory on `device`
-    (each process only its shards, once the strategy sharded it: `to_empty` on the root, as FSDP2
-    expects) and initial values: each submodule that held meta tensors runs its `reset_parameters()`."""
-    held = [sub for sub in module.modules()
-            if any(t.is_meta for t in itertools.chain(sub.parameters(recurse=False), sub.buffers(recurse=False)))]
-    for sub in held:
-        if not callable(getattr(sub, "reset_parameters", None)):
-            raise TypeError(
-                f"A module built on the meta device needs reset_parameters() to get initial values, and "
-                f"{type(sub).__name__} has none. Received: fabric.init_module(empty_init=True) around it. Fix: define "
-                f"{type(sub).__name__}.reset_parameters(), or build the model without empty_init=True."
-            )
-    module.to_empty(device=device)
-    with torch.no_grad():
-        for sub in held:
-            sub.reset_parameters()
-
-
 def _accepted(method: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments `method` takes."""
     try:
@@ -608,26 +581,3 @@ def _reduce(tensor: torch.Tensor, group: Any, reduce_op: Any) -> torch.Tensor:
         return tensor
     size = dist.get_world_size(group)
     return tensor.copy_(tensor / size) if not torch.is_floating_point(tensor) else tensor.div_(size)
-
-
-@contextlib.contextmanager
-def _default_dtype(dtype: torch.dtype | None) -> Generator[None, None, None]:
-    if dtype is None:
-        yield
-        return
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
-
-
-class _SkipInit(torch.overrides.TorchFunctionMode):
-    """Turns the `torch.nn.init` functions into no-ops: the weights stay as allocated (to be loaded)."""
-
-    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        kwargs = kwargs or {}
-        if getattr(func, "__module__", None) == "torch.nn.init":
-            return kwargs["tensor"] if "tensor" in kwargs else args[0]
-        return func(*args, **kwargs)

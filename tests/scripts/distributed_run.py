@@ -157,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preempt-step", type=int, default=None)
     parser.add_argument("--shuffle", action="store_true")
     parser.add_argument("--step-sleep", type=float, default=0.0)  # seconds per step: a slow model
+    parser.add_argument("--empty-init", action="store_true")  # build under trainer.init_module(empty_init=True)
     args = parser.parse_args(argv)
 
     pl.seed_everything(0)
@@ -174,7 +175,12 @@ def main(argv: list[str] | None = None) -> None:
         enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1,
         default_root_dir=args.out,
     )
-    model = Net(args)
+    if args.empty_init:  # under FSDP: on the meta device, each rank's shards made at set-up
+        with trainer.init_module(empty_init=True):
+            model = Net(args)
+        built_on_meta = all(p.is_meta for p in model.parameters())
+    else:
+        model, built_on_meta = Net(args), False
     data = Indexed()
     if devices == 1 and not args.shuffle:  # the one-process reference reads what two ranks read together
         train = DataLoader(data, batch_sampler=TwoRankBatches(len(data), args.batch_size))
@@ -192,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
         else model.state_dict()
     report = {
         "rank": trainer.global_rank, "local_rank": trainer.local_rank, "node_rank": trainer.node_rank,
-        "world_size": trainer.world_size, "strategy": trainer.strategy.name,
+        "world_size": trainer.world_size, "strategy": trainer.strategy.name, "built_on_meta": built_on_meta,
         "seen": model.seen, "epochs_run": trainer.current_epoch, "global_step": trainer.global_step,
         "params": {k: v.detach().cpu().flatten().tolist() for k, v in state.items()},
         "callback_metrics": fit_metrics,
