@@ -89,7 +89,9 @@ class _FabricOptimizer:
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         optimizer, precision = self._optimizer, self._precision
         scaler = precision.scaler
-        if scaler is None:
+        if scaler is None and closure is None:
+            output = optimizer.step()  # the raw loop's call: nothing runs between backward and the step
+        elif scaler is None:
             output = precision.optimizer_step(optimizer, closure, _no_hooks)
         else:
             # Not precision.optimizer_step: `clip_gradients` may already have unscaled the gradients,
@@ -127,6 +129,8 @@ class _FabricModule(nn.Module):
         self._strategy = strategy
         self._precision = precision
         self._forward_methods = set(_STEP_METHODS)
+        # Decided once: under 32-true nothing wraps the call (no input cast, autocast or loss-scale guard).
+        self._plain = _input_dtype(precision) is None and precision.autocast_dtype is None and precision.scaler is None
         self._fabric_module_initialized = True
 
     @property
@@ -148,6 +152,8 @@ class _FabricModule(nn.Module):
         return parameter.dtype if parameter is not None else torch.get_default_dtype()
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self._plain:
+            return self._forward_module(*args, **kwargs)
         precision = self._precision
         dtype = _input_dtype(precision)
         if dtype is not None:
@@ -281,7 +287,7 @@ class _FabricDataLoader:
 
     def __iter__(self) -> Iterator[Any]:
         device = self._device
-        if device is None:
+        if device is None or device.type == "cpu":  # a CPU batch is where it goes (as the Trainer's loop)
             yield from self._progress.iterate()
             return
         for batch in self._progress.iterate():
