@@ -95,7 +95,7 @@ class Precision:
         by the hooks; a GradScaler cannot scale such a step.
         """
         scaler = self.scaler
-        if scaler is None and (closure is None or not calls_closure_once(type(optimizer))):
+        if scaler is None and closure is not None and not calls_closure_once(type(optimizer)):
 
             def closure_then_hooks() -> Any:
                 result = closure() if closure is not None else None
@@ -111,8 +111,8 @@ class Precision:
         result = closure() if closure is not None else None
         if scaler is None:
             after_closure(optimizer)
-            optimizer.step(**kwargs)
-            return result
+            output = optimizer.step(**kwargs)  # without a closure (backward already ran): the raw loop's call
+            return output if closure is None else result
         scaler.unscale_(optimizer)  # so that clipping and the hooks see the true gradient values
         after_closure(optimizer)
         output = scaler.step(optimizer, **kwargs)

@@ -89,9 +89,7 @@ class _FabricOptimizer:
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         optimizer, precision = self._optimizer, self._precision
         scaler = precision.scaler
-        if scaler is None and closure is None:
-            output = optimizer.step()  # the raw loop's call: nothing runs between backward and the step
-        elif scaler is None:
+        if scaler is None:
             output = precision.optimizer_step(optimizer, closure, _no_hooks)
         else:
             # Not precision.optimizer_step: `clip_gradients` may already have unscaled the gradients,
